@@ -1,1 +1,246 @@
-//! TODO
+//! Capture on a host: the remote scripts that start and stop perf around one repeat
+//! of the workload, convert the recordings with `perf script`, and the extraction of
+//! the workload's metrics from its output.
+//!
+//! Everything on the host runs in the run's work folder, under `setsid` (so the whole
+//! process group can be signalled) and under `timeout` (so it ends even when the
+//! connection to kdelta drops).
+
+use crate::model::{MetricSeries, Metrics};
+use crate::playbook::{CaptureSpec, Extract, MetricSpec};
+use crate::shell::quote;
+
+/// Starts perf record (and perf stat) in the background; fails fast if perf dies.
+pub fn start_script(
+    work: &str,
+    repeat: u32,
+    cap: &CaptureSpec,
+    bound_secs: u64,
+    server: Option<&str>,
+) -> String {
+    let w = quote(work);
+    let mut s = format!("set -e\nmkdir -p {w}\ncd {w}\n");
+    if let Some(server) = server {
+        s.push_str(&format!(
+            "setsid timeout -k 5 {bound_secs} sh -c {} > server-{repeat}.log 2>&1 < /dev/null &\necho $! > server.pid\n",
+            quote(server)
+        ));
+    }
+    let cg = match cap.call_graph.as_str() {
+        "fp" => "-g".to_string(),
+        other => format!("--call-graph {other}"),
+    };
+    let ev = cap
+        .event
+        .as_ref()
+        .map(|e| format!(" -e {}", quote(e)))
+        .unwrap_or_default();
+    // No build-ids: perf script runs on the same host, and collecting them at exit
+    // takes tens of seconds on a busy capture.
+    // No workload for perf record: it records system-wide until SIGTERM, which it
+    // handles by writing the file (SIGINT is ignored by background jobs of sh).
+    s.push_str(&format!(
+        "setsid timeout -k 10 {bound_secs} perf record -a {cg} -F {f}{ev} --no-buildid --no-buildid-cache -o perf-{repeat}.data > perf-record-{repeat}.log 2>&1 < /dev/null &\necho $! > perf.pid\n",
+        f = cap.frequency
+    ));
+    if cap.stat {
+        // perf stat prints its counts when its workload ends: stop it by ending `sleep`.
+        s.push_str(&format!(
+            "setsid timeout -k 10 {bound_secs} perf stat -a -o perf-stat-{repeat}.txt -- sleep {bound_secs} > /dev/null 2>&1 < /dev/null &\necho $! > stat.pid\n"
+        ));
+    }
+    // perf writes its header at once; wait for it, and report why it died if it did.
+    s.push_str(&format!(
+        "i=0\nwhile [ $i -lt 50 ]; do\n  if ! kill -0 $(cat perf.pid) 2>/dev/null; then echo 'perf record exited at start:' >&2; cat perf-record-{repeat}.log >&2; exit 3; fi\n  [ -s perf-{repeat}.data ] && break\n  sleep 0.1; i=$((i+1))\ndone\n"
+    ));
+    s
+}
+
+/// Stops perf record (SIGTERM to its group: it writes the file and exits), perf stat
+/// (by ending its `sleep`) and the server; waits for them, then kills what is left.
+pub fn stop_script(work: &str, repeat: u32) -> String {
+    let w = quote(work);
+    format!(
+        r#"cd {w} || exit 0
+alive() {{ st=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1); [ -n "$st" ] && [ "$st" != Z ]; }}
+[ -f perf.pid ] && kill -s TERM -- -$(cat perf.pid) 2>/dev/null
+if [ -f stat.pid ]; then
+  pg=$(cat stat.pid)
+  for p in /proc/[0-9]*; do
+    set -- $(sed 's/^[0-9]* (\(.*\)) /\1 /' $p/stat 2>/dev/null)
+    [ "$1" = sleep ] && [ "$4" = "$pg" ] && kill -TERM ${{p#/proc/}} 2>/dev/null
+  done
+fi
+i=0
+while [ $i -lt 300 ]; do
+  busy=0
+  for f in perf.pid stat.pid; do [ -f $f ] && alive $(cat $f) && busy=1; done
+  [ $busy = 0 ] && break
+  sleep 0.1; i=$((i+1))
+done
+for f in perf.pid stat.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; rm -f $f; done
+if [ -f server.pid ]; then kill -s TERM -- -$(cat server.pid) 2>/dev/null; sleep 0.1; kill -s KILL -- -$(cat server.pid) 2>/dev/null; rm -f server.pid; fi
+[ -s perf-{repeat}.data ] || {{ echo 'perf record wrote no data' >&2; cat perf-record-{repeat}.log >&2; exit 3; }}
+true
+"#
+    )
+}
+
+/// Converts every repeat's recording to text, with repeat markers, compressed on the
+/// host when it has zstd.
+pub fn script_script(work: &str, repeats: u32, remote_zstd: bool) -> String {
+    let w = quote(work);
+    let compress = if remote_zstd { " | zstd -q -c -3" } else { "" };
+    format!(
+        "cd {w}\n{{ for n in $(seq 1 {repeats}); do echo; echo \"# kdelta-repeat: $n\"; perf script -i perf-$n.data --no-inline 2>>perf-script.err || perf script -i perf-$n.data 2>>perf-script.err; echo; done; }}{compress}\n"
+    )
+}
+
+pub fn stat_collect_script(work: &str, repeats: u32) -> String {
+    format!(
+        "cd {}\nfor n in $(seq 1 {repeats}); do echo \"# kdelta-repeat: $n\"; cat perf-stat-$n.txt 2>/dev/null; done\n",
+        quote(work)
+    )
+}
+
+pub fn server_log_script(work: &str, repeat: u32) -> String {
+    format!("cat {}/server-{repeat}.log 2>/dev/null; true", quote(work))
+}
+
+/// Extracts one metric from a repeat's output.
+pub fn extract(spec: &MetricSpec, output: &str) -> Result<f64, String> {
+    let v = match &spec.extract {
+        Extract::Json(path) => {
+            // iperf3 -J and friends print one JSON document; tolerate noise around it.
+            let start = output.find('{').ok_or("no JSON object in the output")?;
+            let end = output.rfind('}').ok_or("no JSON object in the output")?;
+            let doc: serde_json::Value = serde_json::from_str(&output[start..=end])
+                .map_err(|e| format!("output is not JSON: {e}"))?;
+            let mut cur = &doc;
+            for part in json_path(path) {
+                cur = match part {
+                    PathPart::Key(k) => cur.get(k),
+                    PathPart::Index(i) => cur.get(i),
+                }
+                .ok_or_else(|| {
+                    format!(
+                        "JSON path `{path}` not found (missing at `{}`)",
+                        part_name(&part)
+                    )
+                })?;
+            }
+            match cur {
+                serde_json::Value::Number(n) => n.as_f64().ok_or("not a number")?,
+                serde_json::Value::String(s) => s
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("`{s}` at `{path}` is not a number"))?,
+                other => return Err(format!("`{path}` is {other}, not a number")),
+            }
+        }
+        Extract::Regex(re) => {
+            let caps = re
+                .captures(output)
+                .ok_or_else(|| format!("regex `{}` does not match the output", re.as_str()))?;
+            let m = caps
+                .get(1)
+                .ok_or("the regex's group 1 did not match")?
+                .as_str();
+            m.trim()
+                .replace(',', "")
+                .parse()
+                .map_err(|_| format!("`{m}` is not a number"))?
+        }
+    };
+    Ok(v * spec.scale)
+}
+
+enum PathPart<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+fn part_name(p: &PathPart) -> String {
+    match p {
+        PathPart::Key(k) => k.to_string(),
+        PathPart::Index(i) => format!("[{i}]"),
+    }
+}
+
+fn json_path(path: &str) -> Vec<PathPart<'_>> {
+    let mut out = Vec::new();
+    for seg in path.split('.') {
+        let (key, mut rest) = match seg.find('[') {
+            Some(i) => (&seg[..i], &seg[i..]),
+            None => (seg, ""),
+        };
+        if !key.is_empty() {
+            out.push(PathPart::Key(key));
+        }
+        while let Some(r) = rest.strip_prefix('[') {
+            let Some(end) = r.find(']') else { break };
+            if let Ok(i) = r[..end].parse() {
+                out.push(PathPart::Index(i));
+            }
+            rest = &r[end + 1..];
+        }
+    }
+    out
+}
+
+/// Builds metrics.json content from per-repeat values.
+pub fn metrics_file(specs: &[MetricSpec], values: &[Vec<Option<f64>>], repeats: u32) -> Metrics {
+    Metrics {
+        repeats,
+        metrics: specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| MetricSeries {
+                name: s.name.clone(),
+                unit: s.unit.clone(),
+                better: s.better,
+                values: values.iter().map(|r| r.get(i).copied().flatten()).collect(),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Better;
+
+    fn spec(e: Extract) -> MetricSpec {
+        MetricSpec {
+            name: "m".into(),
+            extract: e,
+            unit: String::new(),
+            better: Better::Higher,
+            from_server: false,
+            scale: 1.0,
+        }
+    }
+
+    #[test]
+    fn json_and_regex() {
+        let out = "noise\n{\"end\": {\"sum_received\": {\"bits_per_second\": 1.5e9}}, \"a\": [{\"b\": 3}]}\n";
+        assert_eq!(
+            extract(
+                &spec(Extract::Json("end.sum_received.bits_per_second".into())),
+                out
+            ),
+            Ok(1.5e9)
+        );
+        assert_eq!(extract(&spec(Extract::Json("a[0].b".into())), out), Ok(3.0));
+        let e = extract(&spec(Extract::Json("end.nope".into())), out).unwrap_err();
+        assert!(e.contains("missing at `nope`"), "{e}");
+        let re = regex::Regex::new(r"([0-9.,]+) Gbits/sec").unwrap();
+        assert_eq!(
+            extract(
+                &spec(Extract::Regex(re)),
+                "[  5] 0.0-10 sec  1,234.5 Gbits/sec"
+            ),
+            Ok(1234.5)
+        );
+    }
+}

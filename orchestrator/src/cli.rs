@@ -1,4 +1,353 @@
-//! TODO
+//! Command line: parse, dispatch, print errors with their whole chain, exit codes.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::exit_codes;
+use crate::model::VerdictStatus;
+
+const ABOUT: &str = "kdelta: kernel A/B testing. Runs the same workload on a baseline and a \
+candidate host, captures perf profiles (perf record -a -g), kernel configs and runtime settings \
+on both, and attributes the profile difference to the kernel config or runtime deltas that \
+explain it (e.g. CONFIG_KASAN=y, a netfilter ruleset, mitigations=off), with evidence and \
+confidence.";
+
+const AFTER: &str = "\
+Exit codes:
+  0  pass, no change or improvement
+  1  regression (the candidate is worse)
+  2  inconclusive (too noisy to decide)
+  3  the run itself failed (bad playbook, provisioning, SSH, capture, unreadable input)
+  130 interrupted (after teardown)
+
+Examples:
+  kdelta run playbooks/lab-tcp.yaml              lab demo: two namespaces, iperf3, nftables on one
+  kdelta check playbooks/ssh-pair.yaml           validate and preflight two SSH hosts
+  kdelta analyze --baseline a/ --candidate b/ --out out/   two capture folders taken by hand
+  kdelta analyze reports/<run>/                  re-analyse a finished or interrupted run
+  kdelta lab down --all                          remove leftovers of a killed run";
+
+#[derive(Parser, Debug)]
+#[command(name = "kdelta", version, about = ABOUT, after_help = AFTER)]
+pub struct Cli {
+    /// No progress output on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a playbook end to end: provision, deploy, capture on both hosts, analyse, report.
+    Run {
+        /// The playbook (YAML).
+        playbook: PathBuf,
+        /// Folder for the run directory.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Attribution knowledge base (default: the built-in configs/attribution.yaml).
+        #[arg(long)]
+        kb: Option<PathBuf>,
+    },
+    /// Analyse two capture folders (or a run directory) and write summary.json and report.html.
+    Analyze {
+        /// A run directory (with hosts/baseline and hosts/candidate).
+        run_dir: Option<PathBuf>,
+        /// Baseline capture folder: perf.script[.zst], optional kernel.config, facts.json, metrics.json.
+        #[arg(long, requires = "candidate", conflicts_with = "run_dir")]
+        baseline: Option<PathBuf>,
+        /// Candidate capture folder.
+        #[arg(long, requires = "baseline")]
+        candidate: Option<PathBuf>,
+        /// Output folder (default: the run directory, or ./kdelta-out).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Attribution knowledge base (default: the built-in one).
+        #[arg(long)]
+        kb: Option<PathBuf>,
+        /// Also print the summary: `json` to stdout.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Validate a playbook and check the hosts: SSH, perf, permissions, kernel config.
+    Check {
+        playbook: PathBuf,
+        /// Only validate the file; do not touch any host.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Manage the local network-namespace lab.
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCmd {
+    /// Bring up a lab for a playbook's lab hosts and print how to reach them (until `lab down`).
+    Up { playbook: PathBuf },
+    /// Tear down labs: `--all` removes every lab and leftover kdelta namespace.
+    Down {
+        #[arg(long)]
+        all: bool,
+        /// Lab id (from `lab status`).
+        id: Option<String>,
+    },
+    /// List labs and leftover namespaces.
+    Status,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kdelta: cannot start the async runtime: {e}");
+            return exit_codes::RUN_FAILED;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kdelta: error: {e:#}");
+            exit_codes::RUN_FAILED
+        }
+    }
+}
+
+fn status_code(s: VerdictStatus) -> i32 {
+    match s {
+        VerdictStatus::Regression => exit_codes::REGRESSION,
+        VerdictStatus::Inconclusive => exit_codes::INCONCLUSIVE,
+        VerdictStatus::NoChange | VerdictStatus::Improvement => exit_codes::PASS,
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let argv: Vec<String> = std::env::args().collect();
+    match cli.cmd {
+        Cmd::Run { playbook, out, kb } => {
+            let plan = crate::playbook::load(&playbook)?;
+            let opts = crate::runner::RunOptions {
+                out,
+                quiet: cli.quiet,
+                kb,
+                command_line: argv,
+            };
+            let o = crate::runner::run(plan, opts).await?;
+            let report = o.dir.join("report.html");
+            if let Some(e) = &o.error {
+                eprintln!("kdelta: error: {e:#}");
+                eprintln!(
+                    "kdelta: run directory kept: {} (run.json says which phase failed; `kdelta analyze {}` re-analyses what was captured)",
+                    o.dir.display(),
+                    o.dir.display()
+                );
+                return Ok(if o.interrupted {
+                    exit_codes::INTERRUPTED
+                } else {
+                    exit_codes::RUN_FAILED
+                });
+            }
+            let Some(s) = o.summary else {
+                return Ok(exit_codes::RUN_FAILED);
+            };
+            println!("{}: {}", s.verdict.status_str(), s.verdict.headline);
+            println!("report: {}", report.display());
+            Ok(status_code(s.verdict.status))
+        }
+        Cmd::Analyze {
+            run_dir,
+            baseline,
+            candidate,
+            out,
+            kb,
+            format,
+        } => {
+            let summary = match (run_dir, baseline, candidate) {
+                (Some(dir), _, _) => {
+                    let out_dir = out.unwrap_or_else(|| dir.clone());
+                    if out_dir != dir {
+                        anyhow::bail!("--out with a run directory is not supported: the report is written into the run directory");
+                    }
+                    crate::runner::analyze_run_dir(&dir, kb.as_deref(), &argv, None)?
+                }
+                (None, Some(b), Some(c)) => {
+                    let out = out.unwrap_or_else(|| PathBuf::from("kdelta-out"));
+                    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+                    let kbase = match &kb {
+                        Some(p) => crate::attribute::KnowledgeBase::load(p)?,
+                        None => crate::attribute::KnowledgeBase::builtin()?,
+                    };
+                    let fo = crate::fold::FoldOptions::default();
+                    let bc = crate::analyze::load_capture(&b, &format!("baseline ({})", b.display()), &fo)?;
+                    let cc = crate::analyze::load_capture(&c, &format!("candidate ({})", c.display()), &fo)?;
+                    let opts = crate::analyze::AnalyzeOptions { max_functions: 300, ..Default::default() };
+                    let s = crate::analyze::analyze(&bc, &cc, &kbase, &opts)?;
+                    crate::runner::write_folded(&out, &bc, &cc)?;
+                    crate::report::write_all(&out, &s, &argv.join(" "))?;
+                    if format == Format::Text {
+                        eprintln!("report: {}", out.join("report.html").display());
+                    }
+                    s
+                }
+                _ => anyhow::bail!("give a run directory, or --baseline DIR --candidate DIR (see kdelta analyze --help)"),
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
+                Format::Text => {
+                    println!(
+                        "{}: {}",
+                        summary.verdict.status_str(),
+                        summary.verdict.headline
+                    );
+                    for a in summary.attributions.iter().take(5) {
+                        println!(
+                            "  {:+6.2} pts  {:<36} {} → {}  ({} confidence, {})",
+                            a.explained_share * 100.0,
+                            a.cause,
+                            a.baseline,
+                            a.candidate,
+                            a.confidence,
+                            a.source
+                        );
+                    }
+                }
+            }
+            Ok(status_code(summary.verdict.status))
+        }
+        Cmd::Check { playbook, offline } => {
+            let plan = crate::playbook::load(&playbook)?;
+            if offline {
+                println!("{}: playbook is valid ({})", playbook.display(), plan.name);
+                return Ok(exit_codes::PASS);
+            }
+            for l in crate::runner::check(&plan, cli.quiet).await? {
+                println!("{l}");
+            }
+            Ok(exit_codes::PASS)
+        }
+        Cmd::Lab { cmd } => lab(cmd).await,
+    }
+}
+
+async fn lab(cmd: LabCmd) -> Result<i32> {
+    match cmd {
+        LabCmd::Status => {
+            let (labs, stray) = crate::provision::lab_list();
+            if labs.is_empty() && stray.is_empty() {
+                println!("no kdelta labs");
+            }
+            for l in labs {
+                println!(
+                    "lab {}: namespaces {} (state in {})",
+                    l.id,
+                    l.namespaces.join(", "),
+                    l.dir.display()
+                );
+            }
+            for s in stray {
+                println!(
+                    "leftover namespace {s} (no state file): `kdelta lab down --all` removes it"
+                );
+            }
+            Ok(exit_codes::PASS)
+        }
+        LabCmd::Down { all, id } => {
+            if all {
+                let (n, errors) = crate::provision::lab_down_all();
+                println!("removed {n} lab(s)");
+                for e in &errors {
+                    eprintln!("kdelta: {e}");
+                }
+                return Ok(if errors.is_empty() {
+                    exit_codes::PASS
+                } else {
+                    exit_codes::RUN_FAILED
+                });
+            }
+            let Some(id) = id else {
+                anyhow::bail!("give a lab id (see `kdelta lab status`) or --all")
+            };
+            let (labs, _) = crate::provision::lab_list();
+            let Some(l) = labs.into_iter().find(|l| l.id == id) else {
+                anyhow::bail!("no lab `{id}` (see `kdelta lab status`)")
+            };
+            let errors = crate::provision::lab_down(&l);
+            for e in &errors {
+                eprintln!("kdelta: {e}");
+            }
+            Ok(if errors.is_empty() {
+                exit_codes::PASS
+            } else {
+                exit_codes::RUN_FAILED
+            })
+        }
+        LabCmd::Up { playbook } => {
+            let plan = crate::playbook::load(&playbook)?;
+            let specs: Vec<_> = [&plan.baseline, &plan.candidate]
+                .into_iter()
+                .filter(|s| matches!(s.provider, crate::playbook::Provider::Lab(_)))
+                .collect();
+            if specs.is_empty() {
+                anyhow::bail!("{}: no host uses provider: lab", playbook.display());
+            }
+            let mut state = crate::provision::LabState::default();
+            match crate::provision::lab_up(&specs, &mut state).await {
+                Ok(hosts) => {
+                    println!(
+                        "lab {} is up (remove it with `kdelta lab down {}`):",
+                        state.id, state.id
+                    );
+                    for h in hosts {
+                        println!(
+                            "  {}: ssh -i {} -o UserKnownHostsFile={} {}",
+                            h.role,
+                            h.connect
+                                .keyfile
+                                .as_ref()
+                                .map(|k| k.display().to_string())
+                                .unwrap_or_default(),
+                            h.connect
+                                .known_hosts_file
+                                .as_ref()
+                                .map(|k| k.display().to_string())
+                                .unwrap_or_default(),
+                            h.connect.destination
+                        );
+                    }
+                    Ok(exit_codes::PASS)
+                }
+                Err(e) => {
+                    crate::provision::lab_down(&state);
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+impl crate::model::Verdict {
+    pub fn status_str(&self) -> &'static str {
+        match self.status {
+            VerdictStatus::Regression => "regression",
+            VerdictStatus::Improvement => "improvement",
+            VerdictStatus::NoChange => "no-change",
+            VerdictStatus::Inconclusive => "inconclusive",
+        }
+    }
 }

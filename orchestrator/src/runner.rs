@@ -1,1 +1,918 @@
-//! TODO
+//! `kdelta run`: provision → connect → deploy → facts → workload + capture →
+//! download → teardown → analyze → report, each phase recorded in `run.json`.
+//!
+//! Invariants:
+//! - teardown runs whatever happened before (error, Ctrl-C, SIGTERM): the pipeline
+//!   runs inside a `select!` with the signals, and teardown reads only the shared
+//!   [`Ledger`] that provisioning fills *before* it creates anything;
+//! - every remote command is bounded on the host itself;
+//! - hosts on one machine (lab) are captured one after the other, repeats
+//!   interleaved (A B A B) so drift falls on both.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use minijinja::Value;
+
+use crate::analyze::{self, AnalyzeOptions};
+use crate::attribute::KnowledgeBase;
+use crate::capture;
+use crate::facts;
+use crate::fold::FoldOptions;
+use crate::model::*;
+use crate::playbook::{ClientFrom, DeployStep, Plan, Provider};
+use crate::progress::Progress;
+use crate::provision::{self, Host, LabState};
+use crate::remote::Remote;
+use crate::rundir::{self, RunDir, ROLES};
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub quiet: bool,
+    pub kb: Option<PathBuf>,
+    pub command_line: Vec<String>,
+}
+
+/// What teardown must undo; filled before resources are created.
+#[derive(Default)]
+pub struct Ledger {
+    pub lab: Option<LabState>,
+    pub hosts: Vec<Host>,
+    pub work: Option<String>,
+}
+
+pub struct Outcome {
+    pub dir: PathBuf,
+    pub summary: Option<Summary>,
+    pub error: Option<anyhow::Error>,
+    pub interrupted: bool,
+}
+
+/// run.json, kept up to date as phases pass.
+struct RunLog {
+    path: PathBuf,
+    rec: Mutex<RunRecord>,
+}
+
+impl RunLog {
+    fn save(&self) {
+        if let Ok(r) = self.rec.lock() {
+            let _ = rundir::write_json(&self.path, &*r);
+        }
+    }
+    fn begin(&self, name: &str, host: Option<&str>) -> (usize, Instant) {
+        let idx = match self.rec.lock() {
+            Ok(mut r) => {
+                r.phases.push(PhaseRecord {
+                    name: name.into(),
+                    host: host.map(str::to_string),
+                    status: PhaseStatus::Running,
+                    started: rundir::utc_now(),
+                    seconds: 0.0,
+                    error: None,
+                });
+                r.phases.len() - 1
+            }
+            Err(_) => 0,
+        };
+        self.save();
+        (idx, Instant::now())
+    }
+    fn end(&self, (idx, t): (usize, Instant), res: &Result<()>) {
+        if let Ok(mut r) = self.rec.lock() {
+            if let Some(p) = r.phases.get_mut(idx) {
+                p.seconds = t.elapsed().as_secs_f64();
+                match res {
+                    Ok(()) => p.status = PhaseStatus::Ok,
+                    Err(e) => {
+                        p.status = PhaseStatus::Failed;
+                        p.error = Some(format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        self.save();
+    }
+    fn interrupt_running(&self) {
+        if let Ok(mut r) = self.rec.lock() {
+            for p in r
+                .phases
+                .iter_mut()
+                .filter(|p| p.status == PhaseStatus::Running)
+            {
+                p.status = PhaseStatus::Interrupted;
+            }
+        }
+        self.save();
+    }
+    fn finish(&self, status: PhaseStatus, error: Option<String>) {
+        if let Ok(mut r) = self.rec.lock() {
+            r.status = status;
+            r.error = error;
+            r.finished = Some(rundir::utc_now());
+        }
+        self.save();
+    }
+    fn snapshot(&self) -> Option<serde_json::Value> {
+        self.rec
+            .lock()
+            .ok()
+            .and_then(|r| serde_json::to_value(&*r).ok())
+    }
+}
+
+async fn phase<F, T>(log: &RunLog, name: &str, host: Option<&str>, f: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>>,
+{
+    let h = log.begin(name, host);
+    let r = f.await;
+    let unit: Result<()> = match &r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(anyhow!("{e:#}")),
+    };
+    log.end(h, &unit);
+    r
+}
+
+/// Runs a playbook end to end. Never returns before teardown has run.
+pub async fn run(plan: Plan, opts: RunOptions) -> Result<Outcome> {
+    let rd = RunDir::create(&opts.out, &plan.name)?;
+    rundir::write_atomic(&rd.playbook(), plan.text.as_bytes())?;
+    let log = Arc::new(RunLog {
+        path: rd.run_json(),
+        rec: Mutex::new(RunRecord {
+            tool: "kdelta".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            playbook: plan.file.display().to_string(),
+            command: opts.command_line.clone(),
+            started: rundir::utc_now(),
+            finished: None,
+            status: PhaseStatus::Running,
+            error: None,
+            phases: vec![],
+        }),
+    });
+    log.save();
+    let progress = Arc::new(Progress::new(opts.quiet));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install the SIGTERM handler")?;
+    let run_timeout = Duration::from_secs(plan.timeouts.run);
+    let pipeline = pipeline(&plan, &rd, &log, &progress, &ledger);
+    let (result, interrupted) = tokio::select! {
+        r = tokio::time::timeout(run_timeout, pipeline) => match r {
+            Ok(r) => (r, false),
+            Err(_) => (Err(anyhow!("the whole run took longer than timeouts.run = {}s", plan.timeouts.run)), false),
+        },
+        _ = tokio::signal::ctrl_c() => (Err(anyhow!("interrupted (Ctrl-C)")), true),
+        _ = sigterm.recv() => (Err(anyhow!("interrupted (SIGTERM)")), true),
+    };
+    if interrupted {
+        log.interrupt_running();
+        progress.println("kdelta: interrupted, tearing down …");
+    }
+    // Teardown: always, and itself bounded.
+    let td = log.begin("teardown", None);
+    let errs = tokio::time::timeout(Duration::from_secs(60), teardown(&ledger, &progress)).await;
+    let td_res: Result<()> = match errs {
+        Ok(e) if e.is_empty() => Ok(()),
+        Ok(e) => Err(anyhow!(e.join("; "))),
+        Err(_) => Err(anyhow!("teardown did not finish in 60s")),
+    };
+    if let Err(e) = &td_res {
+        progress.println(&format!("kdelta: teardown problems: {e:#}"));
+    }
+    log.end(td, &td_res);
+
+    let mut outcome = Outcome {
+        dir: rd.root().to_path_buf(),
+        summary: None,
+        error: None,
+        interrupted,
+    };
+    match result {
+        Ok(()) => {
+            let res = phase(&log, "analyze", None, async {
+                progress.step("run", "analysing");
+                analyze_run_dir(
+                    rd.root(),
+                    opts.kb.as_deref(),
+                    &opts.command_line,
+                    log.snapshot(),
+                )
+            })
+            .await;
+            match res {
+                Ok(s) => {
+                    log.finish(PhaseStatus::Ok, None);
+                    // Re-render with the final run.json (phase timings complete).
+                    let mut s2 = s.clone();
+                    s2.run = log.snapshot();
+                    let _ = crate::report::write_all(rd.root(), &s2, &opts.command_line.join(" "));
+                    outcome.summary = Some(s2);
+                }
+                Err(e) => {
+                    log.finish(PhaseStatus::Failed, Some(format!("{e:#}")));
+                    outcome.error = Some(e);
+                }
+            }
+        }
+        Err(e) => {
+            log.finish(
+                if interrupted {
+                    PhaseStatus::Interrupted
+                } else {
+                    PhaseStatus::Failed
+                },
+                Some(format!("{e:#}")),
+            );
+            outcome.error = Some(e);
+        }
+    }
+    progress.finish();
+    Ok(outcome)
+}
+
+/// Analyses a run directory (also after an interrupted run) and writes the report.
+pub fn analyze_run_dir(
+    dir: &Path,
+    kb: Option<&Path>,
+    command_line: &[String],
+    run: Option<serde_json::Value>,
+) -> Result<Summary> {
+    let (b, c) = analyze::run_dir_sides(dir)?;
+    let kb = match kb {
+        Some(p) => KnowledgeBase::load(p)?,
+        None => KnowledgeBase::builtin()?,
+    };
+    let fo = FoldOptions::default();
+    let names = host_names(dir);
+    let base = analyze::load_capture(&b, &names.0, &fo)?;
+    let cand = analyze::load_capture(&c, &names.1, &fo)?;
+    let opts = AnalyzeOptions {
+        max_functions: 300,
+        ..Default::default()
+    };
+    let mut summary = analyze::analyze(&base, &cand, &kb, &opts)?;
+    summary.run = run.or_else(|| {
+        std::fs::read_to_string(dir.join("run.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    });
+    write_folded(dir, &base, &cand)?;
+    crate::report::write_all(dir, &summary, &command_line.join(" "))?;
+    Ok(summary)
+}
+
+pub fn write_folded(out: &Path, base: &analyze::Capture, cand: &analyze::Capture) -> Result<()> {
+    for (c, name) in [
+        (base, crate::report::BASELINE_FOLDED),
+        (cand, crate::report::CANDIDATE_FOLDED),
+    ] {
+        let mut buf = Vec::new();
+        c.profile.write_folded(&mut buf, true)?;
+        rundir::write_atomic(&out.join(name), &buf)?;
+    }
+    Ok(())
+}
+
+fn host_names(dir: &Path) -> (String, String) {
+    let rec: Option<HostsRecord> = std::fs::read_to_string(dir.join("hosts.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let name = |role: &str| {
+        rec.as_ref()
+            .and_then(|r| r.hosts.iter().find(|h| h.role == role))
+            .map(|h| format!("{role} ({})", h.destination))
+            .unwrap_or_else(|| role.to_string())
+    };
+    (name("baseline"), name("candidate"))
+}
+
+async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
+    let (lab, hosts, work) = match ledger.lock() {
+        Ok(mut l) => (l.lab.take(), std::mem::take(&mut l.hosts), l.work.take()),
+        Err(_) => return vec!["ledger poisoned".into()],
+    };
+    let mut errors = Vec::new();
+    // Remote work folders on hosts we do not own: stop what we started, remove files.
+    if let Some(work) = &work {
+        for h in hosts.iter().filter(|h| h.provider != "lab") {
+            progress.step(&h.role, "cleaning up");
+            let tmp = std::env::temp_dir().join("kdelta-teardown");
+            let _ = std::fs::create_dir_all(&tmp);
+            match Remote::connect(&h.connect, &tmp).await {
+                Ok(r) => {
+                    let script = format!(
+                        "cd {w} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {w}",
+                        w = crate::shell::quote(&format!("{work}-{}", h.role))
+                    );
+                    if let Err(e) = r.run("cleanup", &script, Duration::from_secs(30)).await {
+                        errors.push(format!("{e:#}"));
+                    }
+                    r.close().await;
+                }
+                Err(e) => errors.push(format!("{}: cleanup skipped: {e:#}", h.role)),
+            }
+        }
+    }
+    if let Some(lab) = lab {
+        progress.step("lab", "tearing down");
+        // Lab hosts share this machine's filesystem: their work folder is here.
+        if let Some(work) = &work {
+            if work.starts_with("/tmp/kdelta-run-") {
+                for role in ROLES {
+                    let _ = std::fs::remove_dir_all(format!("{work}-{role}"));
+                }
+            }
+        }
+        let e = tokio::task::spawn_blocking(move || provision::lab_down(&lab))
+            .await
+            .unwrap_or_else(|e| vec![format!("lab teardown panicked: {e}")]);
+        errors.extend(e);
+        progress.done("lab", "torn down");
+    }
+    errors
+}
+
+fn template_ctx(plan: &Plan, host: &Host, work: &str, repeat: u32) -> Value {
+    let mut map: std::collections::BTreeMap<String, Value> = plan
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
+        .collect();
+    map.insert(
+        "host".into(),
+        minijinja::context! { address => host.address.clone(), role => host.role.clone(), provider => host.provider.clone() },
+    );
+    map.insert("role".into(), Value::from(host.role.clone()));
+    map.insert("work".into(), Value::from(work.to_string()));
+    map.insert("files".into(), Value::from(format!("{work}/files")));
+    map.insert("repeat".into(), Value::from(repeat));
+    Value::from_serialize(&map)
+}
+
+async fn pipeline(
+    plan: &Plan,
+    rd: &RunDir,
+    log: &RunLog,
+    progress: &Progress,
+    ledger: &Mutex<Ledger>,
+) -> Result<()> {
+    let run_id = rd
+        .root()
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    // One work folder per role: lab hosts share this machine's filesystem.
+    let work = format!(
+        "/tmp/kdelta-run-{}",
+        &run_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+    );
+    if let Ok(mut l) = ledger.lock() {
+        l.work = Some(work.clone());
+    }
+
+    // 1. Provision.
+    let hosts: Vec<Host> = phase(log, "provision", None, async {
+        let specs = [&plan.baseline, &plan.candidate];
+        let lab_specs: Vec<_> = specs
+            .iter()
+            .copied()
+            .filter(|s| matches!(s.provider, Provider::Lab(_)))
+            .collect();
+        let mut hosts = Vec::new();
+        if !lab_specs.is_empty() {
+            progress.step("lab", "creating namespaces and sshd");
+            let mut state = LabState::default();
+            let res = provision::lab_up(&lab_specs, &mut state).await;
+            // Record what exists even if building it failed half-way.
+            if let Ok(mut l) = ledger.lock() {
+                l.lab = Some(state);
+            }
+            hosts.extend(res?);
+            progress.done("lab", "up");
+        }
+        let control = std::env::temp_dir().join(format!("kds-{}", std::process::id()));
+        std::fs::create_dir_all(&control)?;
+        for s in specs
+            .iter()
+            .filter(|s| matches!(s.provider, Provider::Ssh(_)))
+        {
+            hosts.push(provision::ssh_host(s, &control, plan.timeouts.connect)?);
+        }
+        hosts.sort_by_key(|h| if h.role == "baseline" { 0 } else { 1 });
+        if let Ok(mut l) = ledger.lock() {
+            l.hosts = hosts.clone();
+        }
+        let rec = HostsRecord {
+            hosts: hosts
+                .iter()
+                .map(|h| HostRecord {
+                    role: h.role.clone(),
+                    provider: h.provider.clone(),
+                    destination: h.connect.destination.clone(),
+                    address: h.address.clone(),
+                    port: h.connect.port.unwrap_or(22),
+                    user: h.connect.user.clone(),
+                    teardown: Default::default(),
+                })
+                .collect(),
+        };
+        rundir::write_json(&rd.hosts_json(), &rec)?;
+        Ok(hosts)
+    })
+    .await?;
+
+    // 2. Connect, both at once.
+    let remotes: Vec<Remote> = phase(log, "connect", None, async {
+        let futs = hosts.iter().map(|h| {
+            progress.step(&h.role, &format!("connecting to {}", h.connect.destination));
+            let logs = rd.logs(&h.role);
+            async move { Remote::connect(&h.connect, &logs).await }
+        });
+        let rs = futures_join_all(futs).await;
+        rs.into_iter().collect::<Result<Vec<_>>>()
+    })
+    .await?;
+    let result = with_remotes(plan, rd, log, progress, &hosts, &remotes, &work).await;
+    for r in remotes {
+        r.close().await;
+    }
+    result
+}
+
+/// `join_all` without the futures crate.
+async fn futures_join_all<F, T>(futs: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(f);
+    }
+    let mut out = Vec::with_capacity(set.len());
+    // Two hosts at most: join them pairwise.
+    let mut it = set.into_iter();
+    while let Some(a) = it.next() {
+        match it.next() {
+            Some(b) => {
+                let (x, y) = tokio::join!(a, b);
+                out.push(x);
+                out.push(y);
+            }
+            None => out.push(a.await),
+        }
+    }
+    out
+}
+
+async fn with_remotes(
+    plan: &Plan,
+    rd: &RunDir,
+    log: &RunLog,
+    progress: &Progress,
+    hosts: &[Host],
+    remotes: &[Remote],
+    work: &str,
+) -> Result<()> {
+    let cmd_t = Duration::from_secs(plan.timeouts.command);
+    let works: Vec<String> = hosts.iter().map(|h| format!("{work}-{}", h.role)).collect();
+    let works = &works;
+
+    // 3. Deploy, both at once.
+    let deploy_futs = hosts.iter().zip(remotes).enumerate().map(|(i, (h, r))| {
+        let work = works[i].as_str();
+        phase(log, "deploy", Some(&h.role), async move {
+            progress.step(&h.role, "deploying");
+            let ctx = template_ctx(plan, h, work, 0);
+            r.run(
+                "workdir",
+                &format!("mkdir -p {}/files", crate::shell::quote(work)),
+                cmd_t,
+            )
+            .await?;
+            for (i, step) in plan.deploy.iter().enumerate() {
+                match step {
+                    DeployStep::Upload { from, to } => {
+                        let to = crate::playbook::render(to, &ctx)?;
+                        let to = to.trim_matches('\'').to_string();
+                        r.upload_dir(from, &to, cmd_t).await?;
+                    }
+                    DeployStep::Run { command, timeout } => {
+                        let c = crate::playbook::render(command, &ctx)
+                            .with_context(|| format!("deploy[{i}].run: template"))?;
+                        r.run(&format!("deploy-{i}"), &c, Duration::from_secs(*timeout))
+                            .await?;
+                    }
+                }
+            }
+            let spec = plan.host(&h.role);
+            for (i, s) in spec.setup.iter().enumerate() {
+                let c = crate::playbook::render(s, &ctx)
+                    .with_context(|| format!("hosts.{}.setup[{i}]: template", h.role))?;
+                r.run(&format!("setup-{i}"), &c, cmd_t).await?;
+            }
+            Ok(())
+        })
+    });
+    futures_join_all(deploy_futs)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+
+    // 4. Facts (after setup, so runtime changes made there are seen), kernel config, preflight.
+    let fact_futs = hosts.iter().zip(remotes).map(|(h, r)| {
+        phase(log, "facts", Some(&h.role), async move {
+            progress.step(&h.role, "gathering facts and kernel config");
+            let out = r.run("facts", facts::FACTS_SCRIPT, cmd_t).await?;
+            let f = facts::parse_facts(&out.stdout);
+            rundir::write_json(&rd.host_file(&h.role, "facts.json"), &f)?;
+            let cfg = r.run_unchecked("kernel-config", facts::CONFIG_SCRIPT, cmd_t).await?;
+            if cfg.code == Some(0) && !cfg.stdout.is_empty() {
+                rundir::write_atomic(&rd.host_file(&h.role, "kernel.config"), cfg.stdout.as_bytes())?;
+            } else {
+                progress.println(&format!(
+                    "kdelta: warning: {}: no kernel config found (/proc/config.gz, /boot/config-*): the config delta will be empty",
+                    h.role
+                ));
+            }
+            preflight(&h.role, &f)?;
+            Ok(f)
+        })
+    });
+    let facts_res = futures_join_all(fact_futs).await;
+    let facts: Vec<Facts> = facts_res.into_iter().collect::<Result<_>>()?;
+    let remote_zstd: Vec<bool> = {
+        let futs = remotes
+            .iter()
+            .map(|r| r.run_unchecked("has-zstd", "command -v zstd", cmd_t));
+        futures_join_all(futs)
+            .await
+            .into_iter()
+            .map(|o| o.map(|o| o.code == Some(0)).unwrap_or(false))
+            .collect()
+    };
+    let _ = facts;
+
+    // 5. Workload + capture.
+    let repeats = plan.capture.repeat;
+    let mut values: Vec<Vec<Vec<Option<f64>>>> = vec![Vec::new(); hosts.len()];
+    let mut logs: Vec<String> = vec![String::new(); hosts.len()];
+    let sequential = plan.sequential();
+    for rep in 1..=repeats {
+        if sequential {
+            for i in 0..hosts.len() {
+                let (v, l) = phase(
+                    log,
+                    &format!("workload {rep}/{repeats}"),
+                    Some(&hosts[i].role),
+                    one_repeat(plan, &hosts[i], &remotes[i], &works[i], rep, progress),
+                )
+                .await?;
+                values[i].push(v);
+                logs[i].push_str(&l);
+                rundir::write_atomic(
+                    &rd.host_file(&hosts[i].role, "workload.log"),
+                    logs[i].as_bytes(),
+                )?;
+            }
+        } else {
+            let futs = (0..hosts.len()).map(|i| {
+                let name = format!("workload {rep}/{repeats}");
+                async move {
+                    phase(
+                        log,
+                        &name,
+                        Some(&hosts[i].role),
+                        one_repeat(plan, &hosts[i], &remotes[i], &works[i], rep, progress),
+                    )
+                    .await
+                }
+            });
+            let res = futures_join_all(futs).await;
+            for (i, r) in res.into_iter().enumerate() {
+                let (v, l) = r?;
+                values[i].push(v);
+                logs[i].push_str(&l);
+                rundir::write_atomic(
+                    &rd.host_file(&hosts[i].role, "workload.log"),
+                    logs[i].as_bytes(),
+                )?;
+            }
+        }
+    }
+    for (i, h) in hosts.iter().enumerate() {
+        let m = capture::metrics_file(&plan.workload.metrics, &values[i], repeats);
+        rundir::write_json(&rd.host_file(&h.role, "metrics.json"), &m)?;
+    }
+
+    // 6. Download: perf script streamed (compressed), perf stat.
+    let dl = hosts.iter().zip(remotes).enumerate().map(|(i, (h, r))| {
+        let zst = remote_zstd[i];
+        let work = works[i].as_str();
+        phase(log, "download", Some(&h.role), async move {
+            progress.step(&h.role, "perf script → perf.script.zst");
+            let script = capture::script_script(work, repeats, zst);
+            let dest = rd.host_file(&h.role, "perf.script.zst");
+            if zst {
+                r.run_to_file("perf-script", &script, &dest, cmd_t * 4)
+                    .await?;
+            } else {
+                let raw = rd.host_file(&h.role, "perf.script.part");
+                r.run_to_file("perf-script", &script, &raw, cmd_t * 4)
+                    .await?;
+                let dest2 = dest.clone();
+                tokio::task::spawn_blocking(move || -> Result<()> {
+                    let mut input = std::fs::File::open(&raw)?;
+                    let out = std::fs::File::create(&dest2)?;
+                    zstd::stream::copy_encode(&mut input, out, 3)?;
+                    std::fs::remove_file(&raw)?;
+                    Ok(())
+                })
+                .await??;
+            }
+            if plan.capture.stat {
+                let out = r
+                    .run_unchecked(
+                        "perf-stat",
+                        &capture::stat_collect_script(work, repeats),
+                        cmd_t,
+                    )
+                    .await?;
+                rundir::write_atomic(
+                    &rd.host_file(&h.role, "perf-stat.txt"),
+                    out.stdout.as_bytes(),
+                )?;
+            }
+            let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+            progress.done(
+                &h.role,
+                &format!("captured ({} KiB compressed)", size / 1024),
+            );
+            Ok(())
+        })
+    });
+    futures_join_all(dl)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?;
+    Ok(())
+}
+
+/// One repeat on one host: start perf (and the server), run the client, stop, parse.
+async fn one_repeat(
+    plan: &Plan,
+    host: &Host,
+    remote: &Remote,
+    work: &str,
+    rep: u32,
+    progress: &Progress,
+) -> Result<(Vec<Option<f64>>, String)> {
+    let w = &plan.workload;
+    let ctx = template_ctx(plan, host, work, rep);
+    let bound = w.timeout + 30;
+    let cmd_t = Duration::from_secs(plan.timeouts.command);
+    let server = match &w.server {
+        Some(s) => Some(crate::playbook::render(s, &ctx).context("workload.server: template")?),
+        None => None,
+    };
+    let client =
+        crate::playbook::render(&w.client, &ctx).context("workload.client.run: template")?;
+    progress.step(
+        &host.role,
+        &format!(
+            "repeat {rep}/{}: perf record + workload",
+            plan.capture.repeat
+        ),
+    );
+    remote
+        .run(
+            &format!("start-{rep}"),
+            &capture::start_script(work, rep, &plan.capture, bound, server.as_deref()),
+            cmd_t,
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs_f64(w.server_ready_wait)).await;
+    let started = Instant::now();
+    let client_res = match w.client_from {
+        ClientFrom::Host => remote
+            .run_unchecked(
+                &format!("client-{rep}"),
+                &client,
+                Duration::from_secs(w.timeout),
+            )
+            .await
+            .map(|o| (o.stdout, o.stderr, o.code)),
+        ClientFrom::Orchestrator => local_client(&client, Duration::from_secs(w.timeout)).await,
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    // Stop perf and the server whatever the client did.
+    let stop = remote
+        .run(
+            &format!("stop-{rep}"),
+            &capture::stop_script(work, rep),
+            cmd_t,
+        )
+        .await;
+    let (stdout, stderr, code) = client_res?;
+    let server_log = if server.is_some() {
+        remote
+            .run_unchecked(
+                &format!("server-log-{rep}"),
+                &capture::server_log_script(work, rep),
+                cmd_t,
+            )
+            .await
+            .map(|o| o.stdout)
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    let mut logtext = format!(
+        "===== repeat {rep} on {} ({:.1}s, exit {:?})\n$ {client}\n{stdout}\n{}",
+        host.role,
+        elapsed,
+        code,
+        if stderr.is_empty() {
+            String::new()
+        } else {
+            format!("--- stderr\n{stderr}\n")
+        }
+    );
+    if !server_log.is_empty() {
+        logtext.push_str(&format!("--- server\n{server_log}\n"));
+    }
+    if code != Some(0) {
+        let tail: Vec<&str> = stderr
+            .lines()
+            .chain(stdout.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        bail!(
+            "{}: the workload client failed in repeat {rep} ({}): `{client}`\n    {}\n    (see hosts/{}/workload.log)",
+            host.role,
+            match code {
+                Some(124) => "timed out (workload.timeout)".to_string(),
+                Some(c) => format!("exit code {c}"),
+                None => "killed".to_string(),
+            },
+            tail[tail.len().saturating_sub(4)..].join("\n    "),
+            host.role
+        );
+    }
+    stop?;
+    let mut vals = Vec::new();
+    for m in &w.metrics {
+        let src = if m.from_server { &server_log } else { &stdout };
+        match capture::extract(m, src) {
+            Ok(v) => vals.push(Some(v)),
+            Err(e) => bail!(
+                "{}: metric `{}` could not be read from the {} output of repeat {rep}: {e} (see hosts/{}/workload.log)",
+                host.role,
+                m.name,
+                if m.from_server { "server" } else { "client" },
+                host.role
+            ),
+        }
+    }
+    Ok((vals, logtext))
+}
+
+/// Runs the client on this machine, in its own process group, bounded.
+async fn local_client(cmd: &str, timeout: Duration) -> Result<(String, String, Option<i32>)> {
+    let mut c = tokio::process::Command::new("sh");
+    c.arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    let child = c.spawn().context("cannot start the workload client")?;
+    let pid = child.id();
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(out) => {
+            let out = out?;
+            Ok((
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+                out.status.code(),
+            ))
+        }
+        Err(_) => {
+            if let Some(pid) = pid {
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGKILL);
+                }
+            }
+            Ok((
+                String::new(),
+                format!("timed out after {}s", timeout.as_secs()),
+                Some(124),
+            ))
+        }
+    }
+}
+
+/// Checks that perf can record system-wide with kernel symbols.
+fn preflight(role: &str, f: &Facts) -> Result<()> {
+    if f.perf_version.is_none() {
+        bail!("{role}: perf is not installed on the host (Debian/Ubuntu: apt-get install linux-perf / linux-tools-$(uname -r); RHEL: dnf install perf)");
+    }
+    let paranoid: i64 = f
+        .extra
+        .get("perf_event_paranoid")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let root = f.extra.get("is_root").is_none_or(|v| v != "0");
+    if paranoid > 0 && !root {
+        bail!("{role}: kernel.perf_event_paranoid = {paranoid} forbids system-wide profiling for this user (fix: sysctl -w kernel.perf_event_paranoid=-1, or connect as root)");
+    }
+    Ok(())
+}
+
+/// `kdelta check`: validates and, unless `offline`, runs the preflight on the hosts.
+pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
+    let mut lines = vec![format!(
+        "{}: playbook is valid ({})",
+        plan.file.display(),
+        plan.name
+    )];
+    let progress = Progress::new(quiet);
+    let ledger = Mutex::new(Ledger::default());
+    let tmp = std::env::temp_dir().join(format!("kdelta-check-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let res: Result<()> = async {
+        let specs = [&plan.baseline, &plan.candidate];
+        let lab_specs: Vec<_> = specs
+            .iter()
+            .copied()
+            .filter(|s| matches!(s.provider, Provider::Lab(_)))
+            .collect();
+        let mut hosts = Vec::new();
+        if !lab_specs.is_empty() {
+            let mut state = LabState::default();
+            let r = provision::lab_up(&lab_specs, &mut state).await;
+            if let Ok(mut l) = ledger.lock() {
+                l.lab = Some(state);
+            }
+            hosts.extend(r?);
+            lines.push("lab: namespaces, veth links and sshd come up".into());
+        }
+        for s in specs
+            .iter()
+            .filter(|s| matches!(s.provider, Provider::Ssh(_)))
+        {
+            hosts.push(provision::ssh_host(s, &tmp, plan.timeouts.connect)?);
+        }
+        for h in &hosts {
+            let r = Remote::connect(&h.connect, &tmp).await?;
+            let out = r
+                .run("facts", facts::FACTS_SCRIPT, Duration::from_secs(60))
+                .await?;
+            let f = facts::parse_facts(&out.stdout);
+            preflight(&h.role, &f)?;
+            let cfg = r
+                .run_unchecked("config", facts::CONFIG_SCRIPT, Duration::from_secs(60))
+                .await?;
+            lines.push(format!(
+                "{}: ssh ok ({}), kernel {}, {}, kernel config {}, kptr_restrict {}",
+                h.role,
+                h.connect.destination,
+                f.kernel.as_deref().unwrap_or("?"),
+                f.perf_version.as_deref().unwrap_or("no perf"),
+                if cfg.code == Some(0) {
+                    "found"
+                } else {
+                    "NOT found (config delta will be empty)"
+                },
+                f.extra
+                    .get("kptr_restrict")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("?"),
+            ));
+            r.close().await;
+        }
+        Ok(())
+    }
+    .await;
+    let errs = teardown(&ledger, &progress).await;
+    progress.finish();
+    let _ = std::fs::remove_dir_all(&tmp);
+    res?;
+    if !errs.is_empty() {
+        bail!("teardown: {}", errs.join("; "));
+    }
+    Ok(lines)
+}
