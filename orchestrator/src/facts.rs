@@ -446,8 +446,7 @@ pub fn one_sided_counts(key: &str, other: &BTreeMap<String, (String, KeyKind)>) 
     if key.starts_with("cmdline.") {
         return other.contains_key("cmdline");
     }
-    if key.starts_with("sysctl.") {
-        let k = &key["sysctl.".len()..];
+    if let Some(k) = key.strip_prefix("sysctl.") {
         return !per_interface(k) && other.keys().any(|o| o.starts_with("sysctl."));
     }
     if key.starts_with("nic.") {

@@ -1,0 +1,507 @@
+//! Analysis and attribution on generated captures (seeded), with many unrelated
+//! config differences as distractors. No test matches a file name or a fixed answer:
+//! each scenario builds its profiles from kernel call paths and checks what the
+//! engine concludes from them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use kdelta::analyze::{analyze, AnalyzeOptions, Capture};
+use kdelta::attribute::{HotWhen, KnowledgeBase};
+use kdelta::fold::fold_str;
+use kdelta::kconfig::KernelConfig;
+use kdelta::model::{Facts, Nic, VerdictStatus};
+use kdelta::stats::SplitMix;
+
+/// Ordinary kernel work of a TCP sender/receiver, leaf first.
+const COMMON: &[&[&str]] = &[
+    &[
+        "copy_user_enhanced_fast_string",
+        "_copy_from_iter",
+        "skb_copy_to_page_nocache",
+        "tcp_sendmsg_locked",
+        "tcp_sendmsg",
+        "sock_sendmsg",
+        "__sys_sendto",
+        "do_syscall_64",
+    ],
+    &[
+        "tcp_ack",
+        "tcp_rcv_established",
+        "tcp_v4_do_rcv",
+        "tcp_v4_rcv",
+        "ip_protocol_deliver_rcu",
+        "ip_local_deliver_finish",
+        "__netif_receive_skb_one_core",
+        "process_backlog",
+        "__napi_poll",
+        "net_rx_action",
+        "__do_softirq",
+    ],
+    &[
+        "tcp_write_xmit",
+        "__tcp_push_pending_frames",
+        "tcp_sendmsg_locked",
+        "tcp_sendmsg",
+        "sock_sendmsg",
+        "__sys_sendto",
+        "do_syscall_64",
+    ],
+    &[
+        "_raw_spin_lock",
+        "tcp_v4_rcv",
+        "ip_protocol_deliver_rcu",
+        "ip_local_deliver_finish",
+        "__netif_receive_skb_one_core",
+        "process_backlog",
+        "__napi_poll",
+        "net_rx_action",
+        "__do_softirq",
+    ],
+    &[
+        "kmem_cache_alloc_node",
+        "__alloc_skb",
+        "tcp_stream_alloc_skb",
+        "tcp_sendmsg_locked",
+        "tcp_sendmsg",
+        "sock_sendmsg",
+        "__sys_sendto",
+        "do_syscall_64",
+    ],
+    &[
+        "schedule",
+        "schedule_timeout",
+        "sk_wait_data",
+        "tcp_recvmsg_locked",
+        "tcp_recvmsg",
+        "inet_recvmsg",
+        "__sys_recvfrom",
+        "do_syscall_64",
+    ],
+    &[
+        "memcpy_orig",
+        "skb_copy_datagram_iter",
+        "tcp_recvmsg_locked",
+        "tcp_recvmsg",
+        "inet_recvmsg",
+        "__sys_recvfrom",
+        "do_syscall_64",
+    ],
+];
+const IDLE: &[&str] = &[
+    "pv_native_safe_halt",
+    "default_idle",
+    "default_idle_call",
+    "do_idle",
+    "cpu_startup_entry",
+];
+
+struct Gen {
+    rng: SplitMix,
+    text: String,
+    t: f64,
+}
+
+impl Gen {
+    fn new(seed: u64) -> Gen {
+        Gen {
+            rng: SplitMix::new(seed),
+            text: String::new(),
+            t: 1000.0,
+        }
+    }
+    fn sample(&mut self, comm: &str, stack: &[&str]) {
+        self.t += 0.001;
+        self.text.push_str(&format!(
+            "{comm} {} [{:03}] {:.6}: 10101010 cpu-clock:pppH: \n",
+            100 + self.rng.below(50),
+            self.rng.below(2),
+            self.t
+        ));
+        for f in stack {
+            self.text.push_str(&format!(
+                "\tffffffff81{:06x} {f}+0x{:x} ([kernel.kallsyms])\n",
+                self.rng.below(1 << 20),
+                self.rng.below(200)
+            ));
+        }
+        self.text.push_str(
+            "\t    7f0000001000 __libc_send+0x10 (/usr/lib/x86_64-linux-gnu/libc.so.6)\n\n",
+        );
+    }
+    /// `n` samples of ordinary work plus `idle` idle samples.
+    fn base_load(&mut self, n: usize, idle: usize) {
+        for _ in 0..n {
+            let s = COMMON[self.rng.below(COMMON.len())];
+            self.sample("iperf3", s);
+        }
+        for _ in 0..idle {
+            self.sample("swapper", IDLE);
+        }
+    }
+}
+
+fn capture(name: &str, text: &str, config: Option<KernelConfig>, facts: Option<Facts>) -> Capture {
+    Capture {
+        name: name.into(),
+        dir: PathBuf::from(name),
+        profile: fold_str(text),
+        config,
+        facts,
+        metrics: None,
+        files: vec![],
+        missing: vec![],
+        warnings: vec![],
+    }
+}
+
+/// Distractors: options that differ but have nothing to do with the profile.
+fn with_distractors(cfg: &mut BTreeMap<String, String>, rng: &mut SplitMix) {
+    for o in [
+        "CONFIG_VMAP_STACK",
+        "CONFIG_GENERIC_CSUM",
+        "CONFIG_DEBUG_KMEMLEAK",
+        "CONFIG_KFENCE",
+        "CONFIG_NUMA_BALANCING",
+        "CONFIG_DEV_DAX",
+        "CONFIG_LEDS_TRIGGER_CPU",
+        "CONFIG_EFI_DISABLE_RUNTIME",
+        "CONFIG_FS_DAX_PMD",
+        "CONFIG_SCHED_TRACER",
+        "CONFIG_HWLAT_TRACER",
+        "CONFIG_BTRFS_FS",
+        "CONFIG_XFS_ONLINE_SCRUB",
+        "CONFIG_USB_STORAGE",
+        "CONFIG_SND_HDA_INTEL",
+    ] {
+        if rng.below(3) > 0 {
+            cfg.insert(
+                o.into(),
+                if rng.below(2) == 0 {
+                    "y".into()
+                } else {
+                    "m".into()
+                },
+            );
+        }
+    }
+}
+
+fn cfg_text(m: &BTreeMap<String, String>) -> KernelConfig {
+    let mut t = String::new();
+    for (k, v) in m {
+        if v == "n" {
+            t.push_str(&format!("# {k} is not set\n"));
+        } else {
+            t.push_str(&format!("{k}={v}\n"));
+        }
+    }
+    KernelConfig::parse(&t)
+}
+
+fn run(base: Capture, cand: Capture) -> kdelta::model::Summary {
+    let kb = KnowledgeBase::builtin().unwrap();
+    analyze(
+        &base,
+        &cand,
+        &kb,
+        &AnalyzeOptions {
+            max_functions: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn cause_scenario(
+    seed: u64,
+    options: &[(&str, &str, &str)],
+    extra: &[&[&str]],
+    share: f64,
+) -> kdelta::model::Summary {
+    let mut rng = SplitMix::new(seed);
+    let mut b = Gen::new(seed);
+    b.base_load(6000, 3000);
+    let mut c = Gen::new(seed + 1);
+    c.base_load(6000, 2000);
+    let n_extra = (6000.0 * share / (1.0 - share)) as usize;
+    for i in 0..n_extra {
+        c.sample("iperf3", extra[i % extra.len()]);
+    }
+    let mut bc = BTreeMap::new();
+    let mut cc = BTreeMap::new();
+    with_distractors(&mut cc, &mut rng);
+    for (o, vb, vc) in options {
+        bc.insert(o.to_string(), vb.to_string());
+        cc.insert(o.to_string(), vc.to_string());
+    }
+    run(
+        capture("base", &b.text, Some(cfg_text(&bc)), None),
+        capture("cand", &c.text, Some(cfg_text(&cc)), None),
+    )
+}
+
+#[test]
+fn lockdep_is_named_with_high_confidence() {
+    let s = cause_scenario(
+        11,
+        &[
+            ("CONFIG_PROVE_LOCKING", "n", "y"),
+            ("CONFIG_LOCKDEP", "n", "y"),
+            ("CONFIG_DEBUG_LOCK_ALLOC", "n", "y"),
+            ("CONFIG_TRACE_IRQFLAGS", "n", "y"),
+        ],
+        &[
+            &[
+                "__lock_acquire",
+                "lock_acquire",
+                "_raw_spin_lock",
+                "tcp_v4_rcv",
+                "ip_protocol_deliver_rcu",
+                "net_rx_action",
+            ],
+            &[
+                "mark_lock",
+                "__lock_acquire",
+                "lock_acquire",
+                "_raw_spin_lock_bh",
+                "lock_sock_nested",
+                "tcp_sendmsg",
+            ],
+            &[
+                "check_chain_key",
+                "lock_release",
+                "_raw_spin_unlock",
+                "tcp_v4_rcv",
+            ],
+            &[
+                "trace_hardirqs_on",
+                "_raw_spin_unlock_irqrestore",
+                "__wake_up_common_lock",
+                "sock_def_readable",
+            ],
+        ],
+        0.25,
+    );
+    let top = &s.attributions[0];
+    assert_eq!(top.cause, "CONFIG_LOCKDEP", "{:#?}", s.attributions);
+    assert!(top.related.iter().any(|r| r == "CONFIG_PROVE_LOCKING"));
+    assert_eq!(top.confidence, "high");
+    // 3 of the 4 extra stacks are lockdep's: ~0.25 * 3/4 of the candidate's busy time.
+    assert!(
+        (top.explained_share - 0.1875).abs() < 0.03,
+        "{}",
+        top.explained_share
+    );
+    assert!(
+        s.attributions
+            .iter()
+            .all(|a| a.cause != "CONFIG_DEBUG_KMEMLEAK" && a.cause != "CONFIG_KFENCE"),
+        "distractors blamed: {:#?}",
+        s.attributions
+    );
+    assert!(
+        s.verdict.headline.contains("CONFIG_LOCKDEP"),
+        "{}",
+        s.verdict.headline
+    );
+}
+
+#[test]
+fn init_on_free_is_found_through_its_callers() {
+    let s = cause_scenario(
+        21,
+        &[("CONFIG_INIT_ON_FREE_DEFAULT_ON", "n", "y")],
+        &[
+            &[
+                "memset_orig",
+                "slab_free_freelist_hook",
+                "kmem_cache_free",
+                "kfree_skbmem",
+                "__kfree_skb",
+                "tcp_clean_rtx_queue",
+                "tcp_ack",
+            ],
+            &[
+                "clear_page_erms",
+                "kernel_init_pages",
+                "free_pages_prepare",
+                "free_unref_page",
+                "skb_free_head",
+                "skb_release_data",
+            ],
+        ],
+        0.15,
+    );
+    assert_eq!(
+        s.attributions[0].cause, "CONFIG_INIT_ON_FREE_DEFAULT_ON",
+        "{:#?}",
+        s.attributions
+    );
+    assert!((s.attributions[0].explained_share - 0.15).abs() < 0.03);
+}
+
+#[test]
+fn no_cause_means_no_blame() {
+    let mut rng = SplitMix::new(5);
+    let mut b = Gen::new(31);
+    b.base_load(8000, 2000);
+    let mut c = Gen::new(32);
+    c.base_load(8000, 2000);
+    let mut cc = BTreeMap::new();
+    with_distractors(&mut cc, &mut rng);
+    cc.insert("CONFIG_PROVE_LOCKING".into(), "y".into());
+    let s = run(
+        capture("base", &b.text, Some(cfg_text(&BTreeMap::new())), None),
+        capture("cand", &c.text, Some(cfg_text(&cc)), None),
+    );
+    assert!(s.attributions.is_empty(), "{:#?}", s.attributions);
+    assert_eq!(
+        s.verdict.status,
+        VerdictStatus::NoChange,
+        "{}",
+        s.verdict.headline
+    );
+}
+
+#[test]
+fn preempt_rt_with_real_debian_configs() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/kconfig");
+    let generic = KernelConfig::read(&dir.join("config-6.1.0-56-amd64")).unwrap();
+    let rt = KernelConfig::read(&dir.join("config-6.1.0-56-rt-amd64")).unwrap();
+    assert_eq!(
+        kdelta::kconfig::diff(&generic, &rt).len(),
+        38,
+        "the fixture's known delta"
+    );
+    let mut b = Gen::new(41);
+    b.base_load(6000, 3000);
+    let mut c = Gen::new(42);
+    c.base_load(6000, 3000);
+    for i in 0..1500 {
+        let stacks: [&[&str]; 3] = [
+            &[
+                "rt_spin_lock",
+                "__wake_up_common_lock",
+                "sock_def_readable",
+                "tcp_data_queue",
+                "tcp_rcv_established",
+            ],
+            &[
+                "rt_mutex_slowlock_block",
+                "rt_spin_lock",
+                "lock_sock_nested",
+                "tcp_sendmsg",
+            ],
+            &["migrate_enable", "tcp_v4_rcv", "ip_protocol_deliver_rcu"],
+        ];
+        c.sample("iperf3", stacks[i % 3]);
+    }
+    let s = run(
+        capture("generic", &b.text, Some(generic), None),
+        capture("rt", &c.text, Some(rt), None),
+    );
+    assert_eq!(
+        s.attributions[0].cause, "CONFIG_PREEMPT_RT",
+        "{:#?}",
+        s.attributions
+    );
+    assert_eq!(s.attributions[0].confidence, "high");
+    assert!(s.config_delta.len() == 38);
+}
+
+#[test]
+fn unknown_option_found_by_name_on_one_side_only() {
+    // An option no knowledge-base entry knows: its functions exist only where it is on.
+    let s = cause_scenario(
+        51,
+        &[("CONFIG_FROBNICATE_TRACKER", "n", "y")],
+        &[&[
+            "frobnicate_tracker_record",
+            "frobnicate_tracker_hook",
+            "tcp_ack",
+            "tcp_rcv_established",
+        ]],
+        0.2,
+    );
+    let top = &s.attributions[0];
+    assert_eq!(
+        top.cause, "CONFIG_FROBNICATE_TRACKER",
+        "{:#?}",
+        s.attributions
+    );
+    assert_eq!(top.source, "name-match");
+    assert_ne!(
+        top.confidence, "high",
+        "a name match alone is never high confidence"
+    );
+}
+
+/// Every knowledge-base entry explains its own example stack.
+#[test]
+fn every_knowledge_base_entry_explains_its_example() {
+    let kb = KnowledgeBase::builtin().unwrap();
+    let mut failures = Vec::new();
+    for (n, e) in kb.entries.iter().enumerate() {
+        let (on, off) = match e.hot_when {
+            HotWhen::Disabled => ("n", "y"),
+            _ => ("y", "n"),
+        };
+        let mut b = Gen::new(100 + n as u64);
+        b.base_load(5000, 1000);
+        let mut c = Gen::new(200 + n as u64);
+        c.base_load(5000, 1000);
+        let ex: Vec<&str> = e.example.iter().map(String::as_str).collect();
+        for _ in 0..1200 {
+            c.sample("iperf3", &ex);
+        }
+        let (mut cb, mut cc) = (None, None);
+        let (mut fb, mut fc) = (None, None);
+        if let Some(opt) = e.options.first() {
+            let mut m1 = BTreeMap::new();
+            let mut m2 = BTreeMap::new();
+            m1.insert(opt.clone(), off.to_string());
+            m2.insert(opt.clone(), on.to_string());
+            cb = Some(cfg_text(&m1));
+            cc = Some(cfg_text(&m2));
+        } else {
+            let key = e.runtime[0].replace('*', "eth0");
+            let mk = |v: &str| {
+                let mut f = Facts::default();
+                if let Some(feat) = key.strip_prefix("nic.eth0.") {
+                    let mut nic = Nic {
+                        name: "eth0".into(),
+                        ..Default::default()
+                    };
+                    nic.features.insert(
+                        feat.into(),
+                        if v == "y" { "on".into() } else { "off".into() },
+                    );
+                    f.nic.push(nic);
+                } else if key == "cpufreq_governor" {
+                    f.cpufreq_governor = Some(if v == "y" {
+                        "performance".into()
+                    } else {
+                        "powersave".into()
+                    });
+                }
+                f
+            };
+            fb = Some(mk(off));
+            fc = Some(mk(on));
+        }
+        let s = run(capture("b", &b.text, cb, fb), capture("c", &c.text, cc, fc));
+        let want_any: Vec<String> = e.options.to_vec();
+        match s.attributions.first() {
+            Some(a)
+                if want_any.contains(&a.cause) || (e.options.is_empty() && a.kind != "kconfig") => {
+            }
+            other => failures.push(format!("{}: top = {:?}", e.id, other.map(|a| &a.cause))),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "entries that do not explain their example:\n{}",
+        failures.join("\n")
+    );
+}

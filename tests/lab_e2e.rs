@@ -1,0 +1,291 @@
+//! End to end on the real lab: network namespaces, a real sshd in each, real SSH
+//! through the openssh crate, real perf and iperf3. Needs root (CI runs as root).
+//! The scenarios run one after the other in one test so that the check for leftover
+//! namespaces at the end sees only what they made.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn kdelta() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_kdelta"))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn kd_namespaces() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("kd-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The shipped demo playbook, made short: same hosts, same workload.
+fn short_playbook(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("playbooks/lab-tcp.yaml")).unwrap();
+    let text = text
+        .replace("duration: 5", "duration: 2")
+        .replace("repeat: 3", "repeat: 2");
+    let p = dir.join("pb.yaml");
+    std::fs::write(&p, edit(text)).unwrap();
+    // The playbook's files/ folder is relative to it.
+    let files = dir.join("files");
+    if !files.exists() {
+        std::os::unix::fs::symlink(repo().join("playbooks/files"), files).unwrap();
+    }
+    p
+}
+
+fn only_run_dir(out: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs[0].clone()
+}
+
+fn zstd_text(p: &Path) -> String {
+    let f = std::fs::File::open(p).unwrap();
+    let mut s = String::new();
+    use std::io::Read;
+    zstd::stream::read::Decoder::new(f)
+        .unwrap()
+        .read_to_string(&mut s)
+        .unwrap();
+    s
+}
+
+#[test]
+fn lab_runs_end_to_end_and_cleans_up() {
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the lab end-to-end test needs root (network namespaces and sshd); run the suite as root as CI does"
+    );
+    let before = kd_namespaces();
+    let tmp = tempfile::tempdir().unwrap();
+
+    // 1. The demo, shortened: a finished run directory with real captures.
+    let pb = short_playbook(tmp.path(), |t| t);
+    let out = tmp.path().join("out");
+    let o = kdelta()
+        .arg("run")
+        .arg(&pb)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "exit {:?}\n{stdout}\n{stderr}",
+        o.status.code()
+    );
+    assert!(stdout.contains("report: "), "{stdout}");
+    let run = only_run_dir(&out);
+    for role in ["baseline", "candidate"] {
+        let h = run.join("hosts").join(role);
+        let script = zstd_text(&h.join("perf.script.zst"));
+        assert!(
+            script.contains("# kdelta-repeat: 2"),
+            "{role}: no second repeat"
+        );
+        assert!(
+            script.contains("[kernel.kallsyms]"),
+            "{role}: no kernel frames"
+        );
+        let cfg = std::fs::read_to_string(h.join("kernel.config")).unwrap();
+        assert!(cfg.contains("CONFIG_"), "{role}: kernel.config");
+        let facts: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(h.join("facts.json")).unwrap()).unwrap();
+        assert!(
+            facts["kernel"].is_string() && facts["sysctl"].as_object().unwrap().len() > 100,
+            "{role}: facts"
+        );
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(h.join("metrics.json")).unwrap())
+                .unwrap();
+        let tp = m["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == "throughput")
+            .unwrap();
+        let vals = tp["values"].as_array().unwrap();
+        assert_eq!(vals.len(), 2);
+        assert!(
+            vals.iter().all(|v| v.as_f64().unwrap() > 1e6),
+            "{role}: throughput {vals:?}"
+        );
+        assert!(std::fs::metadata(h.join("perf-stat.txt")).unwrap().len() > 0);
+    }
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let top = &s["attributions"][0];
+    assert!(
+        top["cause"].as_str().unwrap().starts_with("netfilter."),
+        "top attribution: {top}"
+    );
+    assert!(
+        top["evidence"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["symbol"].as_str().unwrap().starts_with("nft_")),
+        "{top}"
+    );
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("<iframe class=\"flame\"") && html.contains("nft_do_chain"));
+    let runj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(runj["status"], "ok");
+
+    // 2. A workload that fails: exit 3, the phase named in run.json, teardown done.
+    let pb = short_playbook(tmp.path(), |t| {
+        t.replace(
+            "iperf3 -c {{ host.address }} -t {{ duration }} -J",
+            "echo connection refused >&2; exit 7",
+        )
+    });
+    let out2 = tmp.path().join("out2");
+    let o = kdelta()
+        .arg("run")
+        .arg(&pb)
+        .arg("--out")
+        .arg(&out2)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the workload client failed")
+            && stderr.contains("exit code 7")
+            && stderr.contains("connection refused"),
+        "{stderr}"
+    );
+    let run2 = only_run_dir(&out2);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run2.join("run.json")).unwrap()).unwrap();
+    assert_eq!(r["status"], "failed");
+    let phases = r["phases"].as_array().unwrap();
+    assert!(phases.iter().any(|p| p["status"] == "failed" && p["name"].as_str().unwrap().starts_with("workload")), "{r}");
+    assert!(
+        phases
+            .iter()
+            .any(|p| p["name"] == "teardown" && p["status"] == "ok"),
+        "{r}"
+    );
+    assert!(
+        run2.join("hosts/baseline/facts.json").is_file(),
+        "captured facts are kept"
+    );
+
+    // 3. A metric that cannot be read: exit 3 naming the metric.
+    let pb = short_playbook(tmp.path(), |t| {
+        t.replace(
+            "json: end.sum_received.bits_per_second",
+            "json: end.no_such_field",
+        )
+    });
+    let o = kdelta()
+        .arg("run")
+        .arg(&pb)
+        .arg("--out")
+        .arg(tmp.path().join("out3"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("metric `throughput`") && stderr.contains("no_such_field"),
+        "{stderr}"
+    );
+
+    // Nothing left behind: no namespace of ours, no work folder.
+    let after: Vec<String> = kd_namespaces()
+        .into_iter()
+        .filter(|n| !before.contains(n))
+        .collect();
+    assert!(after.is_empty(), "namespaces left behind: {after:?}");
+}
+
+#[test]
+fn bad_playbooks_fail_before_anything_is_provisioned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("bad.yaml");
+    std::fs::write(&p, "name: x\nhosts:\n  baseline: { provider: lab }\n  candidate: { provider: lab }\nworkload:\n  client: { run: x }\n  metrics:\n    t: { jsn: a.b }\n").unwrap();
+    let o = kdelta()
+        .arg("run")
+        .arg(&p)
+        .arg("--out")
+        .arg(tmp.path().join("o"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        stderr.contains("bad.yaml:8:10: workload.metrics.t: unknown field `jsn`"),
+        "{stderr}"
+    );
+    assert!(
+        !tmp.path().join("o").exists(),
+        "no run directory for a playbook that does not parse"
+    );
+    let o = kdelta()
+        .arg("check")
+        .arg("--offline")
+        .arg(tmp.path().join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read playbook"));
+}
+
+#[test]
+fn analyze_reads_capture_folders_and_rejects_garbage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(
+        a.join("perf.script"),
+        "this is not perf output\n\x00\x01garbage\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b.join("perf.script"),
+        "x 1 [000] 1.0: 1 cpu-clock: \n\tffffffff81000000 tcp_ack+0x1 ([kernel.kallsyms])\n\n",
+    )
+    .unwrap();
+    let o = kdelta()
+        .args(["analyze", "--baseline"])
+        .arg(&a)
+        .arg("--candidate")
+        .arg(&b)
+        .arg("--out")
+        .arg(tmp.path().join("o"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("has no samples") && stderr.contains("unreadable lines"),
+        "{stderr}"
+    );
+    let o = kdelta()
+        .args(["analyze"])
+        .arg(tmp.path().join("nope"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+}
