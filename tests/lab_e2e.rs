@@ -53,6 +53,11 @@ fn only_run_dir(out: &Path) -> PathBuf {
     dirs[0].clone()
 }
 
+fn read_json(p: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
 fn zstd_text(p: &Path) -> String {
     let f = std::fs::File::open(p).unwrap();
     let mut s = String::new();
@@ -105,15 +110,12 @@ fn lab_runs_end_to_end_and_cleans_up() {
         );
         let cfg = std::fs::read_to_string(h.join("kernel.config")).unwrap();
         assert!(cfg.contains("CONFIG_"), "{role}: kernel.config");
-        let facts: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(h.join("facts.json")).unwrap()).unwrap();
+        let facts: serde_json::Value = read_json(&h.join("facts.json"));
         assert!(
             facts["kernel"].is_string() && facts["sysctl"].as_object().unwrap().len() > 100,
             "{role}: facts"
         );
-        let m: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(h.join("metrics.json")).unwrap())
-                .unwrap();
+        let m: serde_json::Value = read_json(&h.join("metrics.json"));
         let tp = m["metrics"]
             .as_array()
             .unwrap()
@@ -128,8 +130,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
         );
         assert!(std::fs::metadata(h.join("perf-stat.txt")).unwrap().len() > 0);
     }
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value = read_json(&run.join("summary.json"));
     let top = &s["attributions"][0];
     assert!(
         top["cause"].as_str().unwrap().starts_with("netfilter."),
@@ -145,8 +146,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
     );
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("<iframe class=\"flame\"") && html.contains("nft_do_chain"));
-    let runj: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let runj: serde_json::Value = read_json(&run.join("run.json"));
     assert_eq!(runj["status"], "ok");
 
     // 2. A workload that fails: exit 3, the phase named in run.json, teardown done.
@@ -173,8 +173,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
         "{stderr}"
     );
     let run2 = only_run_dir(&out2);
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run2.join("run.json")).unwrap()).unwrap();
+    let r: serde_json::Value = read_json(&run2.join("run.json"));
     assert_eq!(r["status"], "failed");
     let phases = r["phases"].as_array().unwrap();
     assert!(phases.iter().any(|p| p["status"] == "failed" && p["name"].as_str().unwrap().starts_with("workload")), "{r}");

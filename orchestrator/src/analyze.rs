@@ -4,7 +4,7 @@
 //! A capture folder needs only `perf.script` (or `perf.script.zst`); each missing
 //! file lowers what can be said, and the summary says so in `missing` and `caveats`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -700,9 +700,4 @@ pub fn run_dir_sides(run_dir: &Path) -> Result<(PathBuf, PathBuf)> {
         );
     }
     Ok((b, c))
-}
-
-/// Metric deltas by name, for the report.
-pub fn metric_map(m: &[MetricDelta]) -> BTreeMap<&str, &MetricDelta> {
-    m.iter().map(|x| (x.name.as_str(), x)).collect()
 }

@@ -20,7 +20,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::fold::Profile;
-use crate::kconfig::{ConfigChange, KernelConfig};
+use crate::kconfig::ConfigChange;
 use crate::model::{
     Attribution, CauseShare, Evidence, EvidenceStack, FunctionShare, RuntimeChange,
 };
@@ -412,7 +412,6 @@ pub fn side_counts(p: &Profile) -> SideCounts {
 
 /// Which cause, if any, a frame at `pos` of a stack (leaf first) belongs to.
 struct Matcher<'a> {
-    causes: &'a [Cause],
     /// Per frame id: the first cause whose plain symbols match.
     plain: Vec<Option<u16>>,
     /// Per frame id: context rules whose symbol matches (cause, callers).
@@ -445,7 +444,7 @@ impl<'a> Matcher<'a> {
             }
             ctx.push(rules);
         }
-        Matcher { causes, plain, ctx }
+        Matcher { plain, ctx }
     }
 
     /// Returns (cause index, frame position) for a stack, leaf first.
@@ -466,7 +465,6 @@ impl<'a> Matcher<'a> {
                 return Some((ci as usize, pos));
             }
         }
-        let _ = self.causes;
         None
     }
 }
@@ -709,11 +707,6 @@ pub fn covered_options(kb: &KnowledgeBase) -> BTreeSet<String> {
         .iter()
         .flat_map(|e| e.options.iter().cloned())
         .collect()
-}
-
-/// A config read as "enabled" for a bool/tristate option.
-pub fn enabled(cfg: &KernelConfig, option: &str) -> bool {
-    cfg.is_enabled(option)
 }
 
 #[cfg(test)]

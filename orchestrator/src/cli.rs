@@ -166,7 +166,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let Some(s) = o.summary else {
                 return Ok(exit_codes::RUN_FAILED);
             };
-            println!("{}: {}", s.verdict.status_str(), s.verdict.headline);
+            println!("{}: {}", s.verdict.status.as_str(), s.verdict.headline);
             println!("report: {}", report.display());
             Ok(status_code(s.verdict.status))
         }
@@ -212,7 +212,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 Format::Text => {
                     println!(
                         "{}: {}",
-                        summary.verdict.status_str(),
+                        summary.verdict.status.as_str(),
                         summary.verdict.headline
                     );
                     for a in summary.attributions.iter().take(5) {
@@ -299,10 +299,7 @@ async fn lab(cmd: LabCmd) -> Result<i32> {
         }
         LabCmd::Up { playbook } => {
             let plan = crate::playbook::load(&playbook)?;
-            let specs: Vec<_> = [&plan.baseline, &plan.candidate]
-                .into_iter()
-                .filter(|s| matches!(s.provider, crate::playbook::Provider::Lab(_)))
-                .collect();
+            let specs = plan.lab_specs();
             if specs.is_empty() {
                 anyhow::bail!("{}: no host uses provider: lab", playbook.display());
             }
@@ -337,17 +334,6 @@ async fn lab(cmd: LabCmd) -> Result<i32> {
                     Err(e)
                 }
             }
-        }
-    }
-}
-
-impl crate::model::Verdict {
-    pub fn status_str(&self) -> &'static str {
-        match self.status {
-            VerdictStatus::Regression => "regression",
-            VerdictStatus::Improvement => "improvement",
-            VerdictStatus::NoChange => "no-change",
-            VerdictStatus::Inconclusive => "inconclusive",
         }
     }
 }

@@ -18,7 +18,7 @@
 //! Malformed lines are counted and the first few reported with their line number as
 //! warnings; they never abort the fold.
 
-use std::io::{self, BufRead, Read};
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::{mpsc, Mutex};
 
@@ -855,11 +855,6 @@ pub fn fold_str(text: &str) -> Profile {
     };
     // Reading from memory cannot fail.
     fold_reader(text.as_bytes(), "<memory>", &opts).unwrap_or_default()
-}
-
-/// For callers that already hold a `BufRead`.
-pub fn fold_bufread(r: impl BufRead, label: &str, opts: &FoldOptions) -> io::Result<Profile> {
-    fold_reader(r, label, opts)
 }
 
 #[cfg(test)]

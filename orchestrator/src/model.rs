@@ -179,6 +179,18 @@ pub enum VerdictStatus {
     Inconclusive,
 }
 
+impl VerdictStatus {
+    /// The name used in summary.json and printed by the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerdictStatus::Regression => "regression",
+            VerdictStatus::Improvement => "improvement",
+            VerdictStatus::NoChange => "no-change",
+            VerdictStatus::Inconclusive => "inconclusive",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Verdict {
     pub status: VerdictStatus,

@@ -203,6 +203,14 @@ impl Plan {
             &self.candidate
         }
     }
+    /// The hosts the lab provider builds.
+    pub fn lab_specs(&self) -> Vec<&HostSpec> {
+        [&self.baseline, &self.candidate]
+            .into_iter()
+            .filter(|s| matches!(s.provider, Provider::Lab(_)))
+            .collect()
+    }
+
     /// Lab hosts share a kernel (and CPUs): capture them one after the other.
     pub fn sequential(&self) -> bool {
         match self.capture.order {

@@ -162,7 +162,7 @@ pub async fn lab_up(specs: &[&HostSpec], state: &mut LabState) -> Result<Vec<Hos
     let known_hosts = dir.join("known_hosts");
     let mut kh = String::new();
     let mut hosts = Vec::new();
-    for (i, spec) in specs.iter().enumerate() {
+    for spec in specs {
         let Provider::Lab(knobs) = &spec.provider else {
             continue;
         };
@@ -170,7 +170,6 @@ pub async fn lab_up(specs: &[&HostSpec], state: &mut LabState) -> Result<Vec<Hos
         let ns = format!("kd-{id}-{short}");
         let link = format!("kd{id}{short}");
         let offset = if spec.role == "baseline" { 0 } else { 4 };
-        let _ = i;
         let outer = Ipv4Addr::from(block + offset + 1);
         let inner = Ipv4Addr::from(block + offset + 2);
         state.namespaces.push(ns.clone());
@@ -229,9 +228,6 @@ pub async fn lab_up(specs: &[&HostSpec], state: &mut LabState) -> Result<Vec<Hos
             .with_context(|| {
                 format!("{}: sshd in {ns} does not answer on {inner}:22", spec.role)
             })?;
-        for s in &spec.setup {
-            let _ = s; // setup commands run over SSH after deploy (runner)
-        }
         hosts.push(Host {
             role: spec.role.clone(),
             provider: "lab".into(),

@@ -128,7 +128,6 @@ fn env() -> Environment<'static> {
         }
     });
     env.add_filter("fixed", |v: f64, n: usize| -> String { format!("{v:.n$}") });
-    env.add_filter("absf", |v: f64| -> f64 { v.abs() });
     env.add_filter("md", |v: String| -> String { md_escape(&v) });
     env.add_template("report.html", REPORT_TEMPLATE)
         .expect("report template is valid");

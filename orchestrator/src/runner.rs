@@ -42,6 +42,8 @@ pub struct Ledger {
     pub lab: Option<LabState>,
     pub hosts: Vec<Host>,
     pub work: Option<String>,
+    /// Folder of the SSH control sockets of this run.
+    pub control_dir: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -295,8 +297,13 @@ fn host_names(dir: &Path) -> (String, String) {
 }
 
 async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
-    let (lab, hosts, work) = match ledger.lock() {
-        Ok(mut l) => (l.lab.take(), std::mem::take(&mut l.hosts), l.work.take()),
+    let (lab, hosts, work, control) = match ledger.lock() {
+        Ok(mut l) => (
+            l.lab.take(),
+            std::mem::take(&mut l.hosts),
+            l.work.take(),
+            l.control_dir.take(),
+        ),
         Err(_) => return vec!["ledger poisoned".into()],
     };
     let mut errors = Vec::new();
@@ -337,6 +344,9 @@ async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
         errors.extend(e);
         progress.done("lab", "torn down");
     }
+    if let Some(c) = control {
+        let _ = std::fs::remove_dir_all(c);
+    }
     errors
 }
 
@@ -355,6 +365,38 @@ fn template_ctx(plan: &Plan, host: &Host, work: &str, repeat: u32) -> Value {
     map.insert("files".into(), Value::from(format!("{work}/files")));
     map.insert("repeat".into(), Value::from(repeat));
     Value::from_serialize(&map)
+}
+
+/// Provisions both hosts (lab first) and records in the ledger what exists, also when
+/// building the lab failed half-way. Hosts come back baseline first.
+async fn provision_hosts(
+    plan: &Plan,
+    ledger: &Mutex<Ledger>,
+    control: &Path,
+    progress: &Progress,
+) -> Result<Vec<Host>> {
+    let lab_specs = plan.lab_specs();
+    let mut hosts = Vec::new();
+    if !lab_specs.is_empty() {
+        progress.step("lab", "creating namespaces and sshd");
+        let mut state = LabState::default();
+        let res = provision::lab_up(&lab_specs, &mut state).await;
+        if let Ok(mut l) = ledger.lock() {
+            l.lab = Some(state);
+        }
+        hosts.extend(res?);
+        progress.done("lab", "up");
+    }
+    for s in [&plan.baseline, &plan.candidate] {
+        if matches!(s.provider, Provider::Ssh(_)) {
+            hosts.push(provision::ssh_host(s, control, plan.timeouts.connect)?);
+        }
+    }
+    hosts.sort_by_key(|h| if h.role == "baseline" { 0 } else { 1 });
+    if let Ok(mut l) = ledger.lock() {
+        l.hosts = hosts.clone();
+    }
+    Ok(hosts)
 }
 
 async fn pipeline(
@@ -383,37 +425,13 @@ async fn pipeline(
     }
 
     // 1. Provision.
+    let control = std::env::temp_dir().join(format!("kds-{}", std::process::id()));
+    if let Ok(mut l) = ledger.lock() {
+        l.control_dir = Some(control.clone());
+    }
     let hosts: Vec<Host> = phase(log, "provision", None, async {
-        let specs = [&plan.baseline, &plan.candidate];
-        let lab_specs: Vec<_> = specs
-            .iter()
-            .copied()
-            .filter(|s| matches!(s.provider, Provider::Lab(_)))
-            .collect();
-        let mut hosts = Vec::new();
-        if !lab_specs.is_empty() {
-            progress.step("lab", "creating namespaces and sshd");
-            let mut state = LabState::default();
-            let res = provision::lab_up(&lab_specs, &mut state).await;
-            // Record what exists even if building it failed half-way.
-            if let Ok(mut l) = ledger.lock() {
-                l.lab = Some(state);
-            }
-            hosts.extend(res?);
-            progress.done("lab", "up");
-        }
-        let control = std::env::temp_dir().join(format!("kds-{}", std::process::id()));
         std::fs::create_dir_all(&control)?;
-        for s in specs
-            .iter()
-            .filter(|s| matches!(s.provider, Provider::Ssh(_)))
-        {
-            hosts.push(provision::ssh_host(s, &control, plan.timeouts.connect)?);
-        }
-        hosts.sort_by_key(|h| if h.role == "baseline" { 0 } else { 1 });
-        if let Ok(mut l) = ledger.lock() {
-            l.hosts = hosts.clone();
-        }
+        let hosts = provision_hosts(plan, ledger, &control, progress).await?;
         let rec = HostsRecord {
             hosts: hosts
                 .iter()
@@ -551,7 +569,7 @@ async fn with_remotes(
         })
     });
     let facts_res = futures_join_all(fact_futs).await;
-    let facts: Vec<Facts> = facts_res.into_iter().collect::<Result<_>>()?;
+    facts_res.into_iter().collect::<Result<Vec<Facts>>>()?;
     let remote_zstd: Vec<bool> = {
         let futs = remotes
             .iter()
@@ -562,7 +580,6 @@ async fn with_remotes(
             .map(|o| o.map(|o| o.code == Some(0)).unwrap_or(false))
             .collect()
     };
-    let _ = facts;
 
     // 5. Workload + capture.
     let repeats = plan.capture.repeat;
@@ -854,27 +871,9 @@ pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
     let tmp = std::env::temp_dir().join(format!("kdelta-check-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let res: Result<()> = async {
-        let specs = [&plan.baseline, &plan.candidate];
-        let lab_specs: Vec<_> = specs
-            .iter()
-            .copied()
-            .filter(|s| matches!(s.provider, Provider::Lab(_)))
-            .collect();
-        let mut hosts = Vec::new();
-        if !lab_specs.is_empty() {
-            let mut state = LabState::default();
-            let r = provision::lab_up(&lab_specs, &mut state).await;
-            if let Ok(mut l) = ledger.lock() {
-                l.lab = Some(state);
-            }
-            hosts.extend(r?);
+        let hosts = provision_hosts(plan, &ledger, &tmp, &progress).await?;
+        if !plan.lab_specs().is_empty() {
             lines.push("lab: namespaces, veth links and sshd come up".into());
-        }
-        for s in specs
-            .iter()
-            .filter(|s| matches!(s.provider, Provider::Ssh(_)))
-        {
-            hosts.push(provision::ssh_host(s, &tmp, plan.timeouts.connect)?);
         }
         for h in &hosts {
             let r = Remote::connect(&h.connect, &tmp).await?;
