@@ -330,7 +330,7 @@ fn function_deltas(
 }
 
 fn pct(x: f64) -> String {
-    let v = x * 100.0;
+    let v = x * 100.0 + 0.0;
     if v.abs() >= 10.0 {
         format!("{v:.0}%")
     } else if v.abs() >= 1.0 {

@@ -671,10 +671,12 @@ pub fn attribute(
             });
         }
     }
+    // Float sums of nothing are -0.0 (Rust's `Sum` starts there): report 0.
     let unexplained_share: f64 = unexplained
         .iter()
         .map(|f| (f.candidate_share - f.baseline_share).abs())
-        .sum();
+        .sum::<f64>()
+        + 0.0;
     unexplained.sort_by(|a, b| {
         (b.candidate_share - b.baseline_share)
             .abs()

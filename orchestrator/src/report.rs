@@ -101,15 +101,18 @@ pub fn graphs(dir: &Path) -> Graphs {
 
 fn env() -> Environment<'static> {
     let mut env = Environment::new();
+    // `+ 0.0` turns the -0.0 of empty float sums into 0.0: never print "-0.00%".
     env.add_filter("pct", |v: f64| -> String {
-        let x = v * 100.0;
+        let x = v * 100.0 + 0.0;
         if x.abs() >= 10.0 {
             format!("{x:.1}%")
         } else {
             format!("{x:.2}%")
         }
     });
-    env.add_filter("spct", |v: f64| -> String { format!("{:+.2}", v * 100.0) });
+    env.add_filter("spct", |v: f64| -> String {
+        format!("{:+.2}", v * 100.0 + 0.0)
+    });
     env.add_filter("human", |v: f64, unit: String| -> String {
         human(v, &unit)
     });
