@@ -53,6 +53,16 @@ fn only_run_dir(out: &Path) -> PathBuf {
     dirs[0].clone()
 }
 
+/// kdelta's per-run work folders (lab hosts share this machine's /tmp).
+fn work_folders() -> Vec<String> {
+    std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kdelta-run-"))
+        .collect()
+}
+
 fn read_json(p: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
@@ -76,6 +86,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
         "the lab end-to-end test needs root (network namespaces and sshd); run the suite as root as CI does"
     );
     let before = kd_namespaces();
+    let before_work = work_folders();
     let tmp = tempfile::tempdir().unwrap();
 
     // 1. The demo, shortened: a finished run directory with real captures.
@@ -209,12 +220,77 @@ fn lab_runs_end_to_end_and_cleans_up() {
         "{stderr}"
     );
 
+    // 4. SIGTERM in the middle of the workload: teardown runs, exit 130, run.json says so.
+    let pb = short_playbook(tmp.path(), |t| t.replace("duration: 2", "duration: 20"));
+    let out4 = tmp.path().join("out4");
+    let mut child = kdelta()
+        .arg("run")
+        .arg(&pb)
+        .arg("--out")
+        .arg(&out4)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let running = std::fs::read_dir(&out4)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .and_then(|e| std::fs::read_to_string(e.path().join("run.json")).ok())
+            .is_some_and(|t| t.contains("\"workload 1/2\""));
+        if running {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached the workload"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let sent = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(
+        sent.elapsed().as_secs() < 30,
+        "teardown took {:?}",
+        sent.elapsed()
+    );
+    let r = read_json(&only_run_dir(&out4).join("run.json"));
+    assert_eq!(r["status"], "interrupted", "{r}");
+    assert!(
+        r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["status"] == "interrupted"),
+        "{r}"
+    );
+    assert!(
+        r["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "teardown" && p["status"] == "ok"),
+        "{r}"
+    );
+
     // Nothing left behind: no namespace of ours, no work folder.
     let after: Vec<String> = kd_namespaces()
         .into_iter()
         .filter(|n| !before.contains(n))
         .collect();
     assert!(after.is_empty(), "namespaces left behind: {after:?}");
+    let work: Vec<String> = work_folders()
+        .into_iter()
+        .filter(|w| !before_work.contains(w))
+        .collect();
+    assert!(work.is_empty(), "work folders left behind: {work:?}");
 }
 
 #[test]
