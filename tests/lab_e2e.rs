@@ -223,7 +223,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
     // 4. SIGTERM in the middle of the workload: teardown runs, exit 130, run.json says so.
     let pb = short_playbook(tmp.path(), |t| t.replace("duration: 2", "duration: 20"));
     let out4 = tmp.path().join("out4");
-    let mut child = kdelta()
+    let child = kdelta()
         .arg("run")
         .arg(&pb)
         .arg("--out")
