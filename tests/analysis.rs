@@ -200,6 +200,10 @@ fn cfg_text(m: &BTreeMap<String, String>) -> KernelConfig {
 }
 
 fn run(base: Capture, cand: Capture) -> kdelta::model::Summary {
+    run_with(base, cand, None)
+}
+
+fn run_with(base: Capture, cand: Capture, kernel_src: Option<PathBuf>) -> kdelta::model::Summary {
     let kb = KnowledgeBase::builtin().unwrap();
     analyze(
         &base,
@@ -207,6 +211,7 @@ fn run(base: Capture, cand: Capture) -> kdelta::model::Summary {
         &kb,
         &AnalyzeOptions {
             max_functions: 300,
+            kernel_src,
             ..Default::default()
         },
     )
@@ -218,6 +223,16 @@ fn cause_scenario(
     options: &[(&str, &str, &str)],
     extra: &[&[&str]],
     share: f64,
+) -> kdelta::model::Summary {
+    cause_scenario_src(seed, options, extra, share, None)
+}
+
+fn cause_scenario_src(
+    seed: u64,
+    options: &[(&str, &str, &str)],
+    extra: &[&[&str]],
+    share: f64,
+    kernel_src: Option<PathBuf>,
 ) -> kdelta::model::Summary {
     let mut rng = SplitMix::new(seed);
     let mut b = Gen::new(seed);
@@ -235,9 +250,10 @@ fn cause_scenario(
         bc.insert(o.to_string(), vb.to_string());
         cc.insert(o.to_string(), vc.to_string());
     }
-    run(
+    run_with(
         capture("base", &b.text, Some(cfg_text(&bc)), None),
         capture("cand", &c.text, Some(cfg_text(&cc)), None),
+        kernel_src,
     )
 }
 
@@ -435,6 +451,264 @@ fn unknown_option_found_by_name_on_one_side_only() {
         top.confidence, "high",
         "a name match alone is never high confidence"
     );
+}
+
+#[test]
+fn kernel_source_maps_an_option_whose_functions_carry_another_name() {
+    // The iocost controller's functions are `ioc_*`: no name match, no knowledge-base
+    // entry. Kbuild builds them only with CONFIG_BLK_CGROUP_IOCOST. A second option
+    // (NET_EGRESS) also differs and guards a function by #ifdef, but that function
+    // never runs: it must not be blamed.
+    let tree = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/kernel-src-mini");
+    let options = [
+        ("CONFIG_BLK_CGROUP_IOCOST", "n", "y"),
+        ("CONFIG_NET_EGRESS", "n", "y"),
+    ];
+    let io: &[&[&str]] = &[
+        &[
+            "calc_vtime_cost",
+            "ioc_rqos_throttle",
+            "__rq_qos_throttle",
+            "blk_mq_submit_bio",
+            "submit_bio_noacct",
+            "ext4_io_submit",
+        ],
+        &[
+            "iocg_activate",
+            "ioc_rqos_throttle",
+            "__rq_qos_throttle",
+            "blk_mq_submit_bio",
+            "submit_bio_noacct",
+            "ext4_io_submit",
+        ],
+        &[
+            "ioc_rqos_throttle",
+            "__rq_qos_throttle",
+            "blk_mq_submit_bio",
+            "submit_bio_noacct",
+            "ext4_io_submit",
+        ],
+    ];
+    let without = cause_scenario_src(61, &options, io, 0.15, None);
+    assert!(
+        without
+            .attributions
+            .iter()
+            .all(|a| a.cause != "CONFIG_BLK_CGROUP_IOCOST"),
+        "without a source tree nothing ties ioc_* to the option: {:#?}",
+        without.attributions
+    );
+    let with = cause_scenario_src(61, &options, io, 0.15, Some(tree.clone()));
+    let top = &with.attributions[0];
+    assert_eq!(
+        top.cause, "CONFIG_BLK_CGROUP_IOCOST",
+        "{:#?}",
+        with.attributions
+    );
+    assert_eq!(top.source, "kernel-source");
+    assert!(
+        (top.explained_share - 0.15).abs() < 0.03,
+        "{}",
+        top.explained_share
+    );
+    assert!(top.why.contains("block/blk-iocost.c"), "{}", top.why);
+    assert!(top.evidence.iter().any(|e| e.symbol == "ioc_rqos_throttle"));
+    assert!(with
+        .attributions
+        .iter()
+        .all(|a| a.cause != "CONFIG_NET_EGRESS"));
+
+    // A folder that is not a kernel tree is refused with the flag named.
+    let err = kdelta::ksrc::map_options(&tree.join("block"), &Default::default(), "x86");
+    assert!(
+        err.is_ok(),
+        "a subfolder with a Makefile is accepted as a tree"
+    );
+    let bad = kdelta::ksrc::map_options(&tree.join("nowhere"), &Default::default(), "x86");
+    assert!(format!("{:#}", bad.unwrap_err()).contains("--kernel-src"));
+}
+
+/// Same kernel and config on both sides; what differs is boot and runtime state.
+fn runtime_scenario(
+    seed: u64,
+    base_facts: Facts,
+    cand_facts: Facts,
+    extra: &[&[&str]],
+    share: f64,
+) -> kdelta::model::Summary {
+    let mut b = Gen::new(seed);
+    b.base_load(6000, 3000);
+    let mut c = Gen::new(seed + 1);
+    c.base_load(6000, 2000);
+    let n_extra = (6000.0 * share / (1.0 - share)) as usize;
+    for i in 0..n_extra {
+        c.sample("iperf3", extra[i % extra.len()]);
+    }
+    let mut cfg = BTreeMap::new();
+    with_distractors(&mut cfg, &mut SplitMix::new(seed));
+    cfg.insert("CONFIG_PAGE_TABLE_ISOLATION".into(), "y".into());
+    cfg.insert("CONFIG_NF_TABLES".into(), "m".into());
+    run(
+        capture("base", &b.text, Some(cfg_text(&cfg)), Some(base_facts)),
+        capture("cand", &c.text, Some(cfg_text(&cfg)), Some(cand_facts)),
+    )
+}
+
+fn facts(cmdline: &str, meltdown: &str, busy_poll: &str, nft_rules: u64) -> Facts {
+    let mut f = Facts {
+        kernel: Some("6.1.0-56-amd64".into()),
+        cmdline: Some(format!("BOOT_IMAGE=/vmlinuz root=UUID=1 ro {cmdline}")),
+        ..Default::default()
+    };
+    f.mitigations.insert("meltdown".into(), meltdown.into());
+    f.sysctl
+        .insert("net.core.busy_poll".into(), busy_poll.into());
+    f.extra.insert(
+        "netfilter".into(),
+        serde_json::json!({ "nft_rules": nft_rules }),
+    );
+    f
+}
+
+#[test]
+fn page_table_isolation_booted_off_on_the_baseline() {
+    // The baseline was booted with `nopti`; the candidate runs the default (PTI on).
+    // Syscall-heavy work pays at each kernel entry and exit. A sysctl and a console
+    // option differ too, and explain nothing.
+    let s = runtime_scenario(
+        71,
+        facts("quiet nopti console=ttyS0", "Vulnerable", "0", 0),
+        facts("quiet", "Mitigation: PTI", "50", 0),
+        &[
+            &[
+                "syscall_return_via_sysret",
+                "entry_SYSCALL_64_after_hwframe",
+            ],
+            &[
+                "native_flush_tlb_one_user",
+                "flush_tlb_func",
+                "__flush_tlb_all",
+                "entry_SYSCALL_64_after_hwframe",
+            ],
+            &[
+                "swapgs_restore_regs_and_return_to_usermode",
+                "asm_sysvec_apic_timer_interrupt",
+            ],
+        ],
+        0.2,
+    );
+    let top = &s.attributions[0];
+    assert_eq!(top.cause, "cmdline.nopti", "{:#?}", s.attributions);
+    assert!(
+        top.related.iter().any(|r| r == "mitigations.meltdown"),
+        "{:?}",
+        top.related
+    );
+    assert_eq!(
+        top.confidence, "high",
+        "nopti on the faster side reads as PTI off there"
+    );
+    assert!(
+        (top.explained_share - 0.2).abs() < 0.03,
+        "{}",
+        top.explained_share
+    );
+    assert_eq!(s.attributions.len(), 1, "{:#?}", s.attributions);
+}
+
+#[test]
+fn netfilter_ruleset_on_the_candidate() {
+    // Same kernel, same config; the candidate loads a long nftables chain.
+    let s = runtime_scenario(
+        81,
+        facts("quiet", "Mitigation: PTI", "0", 0),
+        facts("quiet", "Mitigation: PTI", "0", 2000),
+        &[
+            &[
+                "nft_do_chain",
+                "nft_do_chain_inet",
+                "nf_hook_slow",
+                "ip_local_deliver",
+                "ip_rcv",
+                "__netif_receive_skb_one_core",
+                "process_backlog",
+                "__napi_poll",
+                "net_rx_action",
+                "__do_softirq",
+            ],
+            &[
+                "nft_meta_get_eval",
+                "nft_do_chain",
+                "nft_do_chain_inet",
+                "nf_hook_slow",
+                "ip_local_deliver",
+                "ip_rcv",
+            ],
+            &[
+                "nft_cmp_eval",
+                "nft_do_chain",
+                "nft_do_chain_inet",
+                "nf_hook_slow",
+                "ip_output",
+                "ip_queue_xmit",
+            ],
+        ],
+        0.4,
+    );
+    let top = &s.attributions[0];
+    assert_eq!(top.cause, "netfilter.nft_rules", "{:#?}", s.attributions);
+    assert_eq!(
+        (top.baseline.as_str(), top.candidate.as_str()),
+        ("0", "2000")
+    );
+    assert_eq!(top.confidence, "high");
+    assert!(
+        (top.explained_share - 0.4).abs() < 0.04,
+        "{}",
+        top.explained_share
+    );
+    assert!(top.evidence.iter().any(|e| e.symbol == "nft_do_chain"));
+    assert!(
+        s.verdict.headline.contains("netfilter.nft_rules"),
+        "{}",
+        s.verdict.headline
+    );
+}
+
+#[test]
+fn real_lab_capture_from_this_machine() {
+    // Real perf output, real facts and metrics: see tests/fixtures/captures/SOURCE.md.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/captures/lab-nft");
+    let fo = kdelta::fold::FoldOptions::default();
+    let b = kdelta::analyze::load_capture(&root.join("baseline"), "baseline", &fo).unwrap();
+    let c = kdelta::analyze::load_capture(&root.join("candidate"), "candidate", &fo).unwrap();
+    assert_eq!(b.profile.repeats, 2);
+    assert!(b.profile.samples > 1000 && c.profile.samples > 1000);
+    assert!(
+        b.warnings.is_empty() && c.warnings.is_empty(),
+        "{:?} {:?}",
+        b.warnings,
+        c.warnings
+    );
+    let s = run(b, c);
+    assert_eq!(
+        s.verdict.status,
+        VerdictStatus::Regression,
+        "{}",
+        s.verdict.headline
+    );
+    assert!(s.config_delta.is_empty(), "one kernel: no config delta");
+    let top = &s.attributions[0];
+    assert_eq!(top.cause, "netfilter.nft_rules", "{:#?}", s.attributions);
+    assert_eq!(top.confidence, "high");
+    assert!(top.explained_share > 0.2, "{}", top.explained_share);
+    assert!(
+        top.evidence.iter().any(|e| e.symbol == "nft_do_chain"),
+        "{:?}",
+        top.evidence
+    );
+    let tp = s.metrics.iter().find(|m| m.name == "throughput").unwrap();
+    assert_eq!(tp.assessment, "worse");
 }
 
 /// Every knowledge-base entry explains its own example stack.

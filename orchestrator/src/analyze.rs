@@ -136,6 +136,8 @@ pub struct AnalyzeOptions {
     pub attribute: AttributeOptions,
     /// Functions kept in the summary's table. Default 300.
     pub max_functions: usize,
+    /// A kernel source tree for mapping options to functions (`--kernel-src`).
+    pub kernel_src: Option<PathBuf>,
 }
 
 fn side_summary(c: &Capture) -> SideSummary {
@@ -291,18 +293,26 @@ fn function_deltas(
             (x, 0) if x > 0 => Some("baseline".to_string()),
             _ => None,
         };
-        let repeat_p = if b.per_repeat_busy.len() >= 2 && c.per_repeat_busy.len() >= 2 {
-            let per = |fc: &attribute::FnCounts, side: &attribute::SideCounts| -> Vec<f64> {
-                side.per_repeat_busy
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(i, n)| *fc.per_repeat.get(i).unwrap_or(&0) as f64 / *n as f64)
-                    .collect()
-            };
-            stats::welch_t(&per(&fb, b), &per(&fc, c)).map(|t| t.2)
+        let per = |fc: &attribute::FnCounts, side: &attribute::SideCounts| -> Vec<f64> {
+            side.per_repeat_busy
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| *fc.per_repeat.get(i).unwrap_or(&0) as f64 / *n as f64)
+                .collect()
+        };
+        let (rb, rc) = (per(&fb, b), per(&fc, c));
+        let repeat_p = stats::welch_t(&rb, &rc).map(|t| t.2);
+        let (delta_ci, method) = if rb.len() >= 3 && rc.len() >= 3 {
+            (
+                stats::bootstrap_difference(&rb, &rc, 1000),
+                "repeats-bootstrap",
+            )
         } else {
-            None
+            (
+                stats::proportion_difference_ci(fb.inclusive, b.busy, fc.inclusive, c.busy),
+                "counts",
+            )
         };
         out.push(FunctionDelta {
             symbol: f.clone(),
@@ -316,6 +326,8 @@ fn function_deltas(
             significant,
             only_on,
             repeat_p_value: repeat_p,
+            delta_ci,
+            delta_ci_method: delta_ci.map(|_| method.to_string()),
         });
     }
     // Keep what matters for a reader: the biggest changes, then the hottest.
@@ -461,9 +473,27 @@ pub fn analyze(
     let sc = attribute::side_counts(&cand.profile);
     let (functions, profile_shift) = function_deltas(&sb, &sc, opts.max_functions.max(1));
 
-    // Causes: knowledge base first, then name matches for uncovered options.
+    // Causes: knowledge base first, then the kernel-source mapping and name
+    // matches for options the knowledge base does not cover.
     let mut causes = attribute::build_causes(kb, &config_delta, &runtime_delta);
-    let covered = attribute::covered_options(kb);
+    let mut covered = attribute::covered_options(kb);
+    if let Some(src) = &opts.kernel_src {
+        let wanted: BTreeSet<String> = config_delta
+            .iter()
+            .filter(|c| !covered.contains(&c.option))
+            .map(|c| c.option.clone())
+            .collect();
+        let machine = cand
+            .config
+            .as_ref()
+            .and_then(|c| c.arch())
+            .or_else(|| base.config.as_ref().and_then(|c| c.arch()))
+            .unwrap_or(std::env::consts::ARCH);
+        let map = crate::ksrc::map_options(src, &wanted, crate::ksrc::arch_dir(machine))?;
+        let mapped = attribute::source_map_causes(&config_delta, &covered, &map, &sb, &sc);
+        covered.extend(mapped.iter().map(|c| c.name.clone()));
+        causes.extend(mapped);
+    }
     causes.extend(attribute::name_match_causes(
         &config_delta,
         &covered,

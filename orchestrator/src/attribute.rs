@@ -148,6 +148,8 @@ pub fn is_enabled_value(v: &str) -> bool {
             | "none"
             | "noop"
     ) && !v.starts_with("not affected")
+        // `mitigations.*`: the CPU is exposed, no mitigation runs.
+        && !v.starts_with("vulnerable")
 }
 
 /// One delta item tied to functions.
@@ -166,6 +168,8 @@ pub struct Cause {
     context: Vec<(Regex, Regex)>,
     /// Exact function names (name matches and kernel-source mapping).
     names: BTreeSet<String>,
+    /// Every (key, baseline, candidate) behind the cause, primary first.
+    hits: Vec<(String, String, String)>,
 }
 
 impl Cause {
@@ -173,20 +177,30 @@ impl Cause {
         self.names.contains(f) || self.symbols.as_ref().is_some_and(|r| r.is_match(f))
     }
     /// The side on which this cause's functions should be hotter, if known:
-    /// Some(true) = candidate, Some(false) = baseline.
+    /// Some(true) = candidate, Some(false) = baseline. Read from the first of the
+    /// cause's keys whose feature is on on one side only (`nopti` → PTI off).
     pub fn expected_hot_candidate(&self) -> Option<bool> {
-        let (b, c) = (
-            is_enabled_value(&self.baseline),
-            is_enabled_value(&self.candidate),
-        );
-        if b == c {
-            return None;
-        }
-        match self.hot_when {
-            HotWhen::Enabled => Some(c),
-            HotWhen::Disabled => Some(b),
-            HotWhen::Either => None,
-        }
+        self.hits.iter().find_map(|(key, b, c)| {
+            let (b, c) = (feature_on(key, b), feature_on(key, c));
+            if b == c {
+                return None;
+            }
+            match self.hot_when {
+                HotWhen::Enabled => Some(c),
+                HotWhen::Disabled => Some(b),
+                HotWhen::Either => None,
+            }
+        })
+    }
+}
+
+/// Whether a key's value turns its feature on. Boot flags named `no…` (`nopti`,
+/// `nosmt`) turn it off when present.
+pub fn feature_on(key: &str, value: &str) -> bool {
+    let on = is_enabled_value(value);
+    match key.strip_prefix("cmdline.") {
+        Some(p) if p.starts_with("no") && p.len() > 3 => !on,
+        _ => on,
     }
 }
 
@@ -250,6 +264,10 @@ pub fn build_causes(
             symbols: glob_set(&e.symbols),
             context,
             names: BTreeSet::new(),
+            hits: hits
+                .iter()
+                .map(|h| (h.0.clone(), h.1.clone(), h.2.clone()))
+                .collect(),
         });
     }
     causes
@@ -337,6 +355,81 @@ pub fn name_match_causes(
             symbols: None,
             context: vec![],
             names,
+            hits: vec![(c.option.clone(), c.baseline.clone(), c.candidate.clone())],
+        });
+    }
+    causes
+}
+
+/// Causes from the kernel-source mapping (`--kernel-src`): functions compiled only
+/// with one value of an option, seen on the side that has that value and absent on
+/// the other (a same-named function on both sides is not option-exclusive here).
+pub fn source_map_causes(
+    config_delta: &[ConfigChange],
+    covered: &BTreeSet<String>,
+    map: &BTreeMap<String, crate::ksrc::OptionCode>,
+    base: &SideCounts,
+    cand: &SideCounts,
+) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for c in config_delta {
+        if covered.contains(&c.option) {
+            continue;
+        }
+        let Some(code) = map.get(&c.option) else {
+            continue;
+        };
+        let (b_on, c_on) = (
+            is_enabled_value(&c.baseline),
+            is_enabled_value(&c.candidate),
+        );
+        if b_on == c_on {
+            continue; // e.g. a number that changed: no side lacks the code
+        }
+        let (on, off) = if c_on { (cand, base) } else { (base, cand) };
+        let seen_only = |f: &String, here: &SideCounts, there: &SideCounts| {
+            here.functions.get(f).is_some_and(|x| x.inclusive >= 3)
+                && there.functions.get(f).is_none_or(|x| x.inclusive == 0)
+        };
+        let enabled: BTreeSet<String> = code
+            .when_enabled
+            .iter()
+            .filter(|f| seen_only(f, on, off))
+            .cloned()
+            .collect();
+        let disabled: BTreeSet<String> = code
+            .when_disabled
+            .iter()
+            .filter(|f| seen_only(f, off, on))
+            .cloned()
+            .collect();
+        let hot_when = match (enabled.is_empty(), disabled.is_empty()) {
+            (true, true) => continue,
+            (false, true) => HotWhen::Enabled,
+            (true, false) => HotWhen::Disabled,
+            (false, false) => HotWhen::Either,
+        };
+        let files: Vec<&String> = code.files.iter().take(3).collect();
+        causes.push(Cause {
+            name: c.option.clone(),
+            kind: "kconfig".into(),
+            title: c.option.trim_start_matches("CONFIG_").to_ascii_lowercase(),
+            baseline: c.baseline.clone(),
+            candidate: c.candidate.clone(),
+            related: vec![],
+            why: format!(
+                "the kernel source builds these functions only when {} is {} ({}{}); no knowledge-base entry",
+                c.option,
+                if hot_when == HotWhen::Disabled { "off" } else { "on" },
+                files.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", "),
+                if code.files.len() > 3 { ", …" } else { "" }
+            ),
+            source: "kernel-source".into(),
+            hot_when,
+            symbols: None,
+            context: vec![],
+            names: enabled.into_iter().chain(disabled).collect(),
+            hits: vec![(c.option.clone(), c.baseline.clone(), c.candidate.clone())],
         });
     }
     causes

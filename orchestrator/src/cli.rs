@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit_codes;
 use crate::model::VerdictStatus;
@@ -39,6 +39,28 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+/// What the analysis reads besides the captures.
+#[derive(Args, Debug)]
+struct AnalysisArgs {
+    /// Attribution knowledge base (default: the built-in configs/attribution.yaml).
+    #[arg(long, value_name = "FILE")]
+    kb: Option<PathBuf>,
+    /// A kernel source tree (e.g. an unpacked linux-source-X): config options without a
+    /// knowledge-base entry are tied to the functions that `obj-$(CONFIG_X)` and
+    /// `#ifdef CONFIG_X` compile only with them.
+    #[arg(long, value_name = "DIR")]
+    kernel_src: Option<PathBuf>,
+}
+
+impl AnalysisArgs {
+    fn setup(self) -> crate::runner::AnalysisSetup {
+        crate::runner::AnalysisSetup {
+            kb: self.kb,
+            kernel_src: self.kernel_src,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a playbook end to end: provision, deploy, capture on both hosts, analyse, report.
@@ -48,9 +70,8 @@ enum Cmd {
         /// Folder for the run directory.
         #[arg(long, default_value = "reports")]
         out: PathBuf,
-        /// Attribution knowledge base (default: the built-in configs/attribution.yaml).
-        #[arg(long)]
-        kb: Option<PathBuf>,
+        #[command(flatten)]
+        analysis: AnalysisArgs,
     },
     /// Analyse two capture folders (or a run directory) and write summary.json and report.html.
     Analyze {
@@ -65,9 +86,8 @@ enum Cmd {
         /// Output folder (default: the run directory, or ./kdelta-out).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Attribution knowledge base (default: the built-in one).
-        #[arg(long)]
-        kb: Option<PathBuf>,
+        #[command(flatten)]
+        analysis: AnalysisArgs,
         /// Also print the summary: `json` to stdout.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -140,12 +160,16 @@ fn status_code(s: VerdictStatus) -> i32 {
 async fn dispatch(cli: Cli) -> Result<i32> {
     let argv: Vec<String> = std::env::args().collect();
     match cli.cmd {
-        Cmd::Run { playbook, out, kb } => {
+        Cmd::Run {
+            playbook,
+            out,
+            analysis,
+        } => {
             let plan = crate::playbook::load(&playbook)?;
             let opts = crate::runner::RunOptions {
                 out,
                 quiet: cli.quiet,
-                kb,
+                analysis: analysis.setup(),
                 command_line: argv,
             };
             let o = crate::runner::run(plan, opts).await?;
@@ -175,28 +199,25 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             baseline,
             candidate,
             out,
-            kb,
+            analysis,
             format,
         } => {
+            let setup = analysis.setup();
             let summary = match (run_dir, baseline, candidate) {
                 (Some(dir), _, _) => {
                     let out_dir = out.unwrap_or_else(|| dir.clone());
                     if out_dir != dir {
                         anyhow::bail!("--out with a run directory is not supported: the report is written into the run directory");
                     }
-                    crate::runner::analyze_run_dir(&dir, kb.as_deref(), &argv, None)?
+                    crate::runner::analyze_run_dir(&dir, &setup, &argv, None)?
                 }
                 (None, Some(b), Some(c)) => {
                     let out = out.unwrap_or_else(|| PathBuf::from("kdelta-out"));
                     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-                    let kbase = match &kb {
-                        Some(p) => crate::attribute::KnowledgeBase::load(p)?,
-                        None => crate::attribute::KnowledgeBase::builtin()?,
-                    };
+                    let (kbase, opts) = setup.load()?;
                     let fo = crate::fold::FoldOptions::default();
                     let bc = crate::analyze::load_capture(&b, &format!("baseline ({})", b.display()), &fo)?;
                     let cc = crate::analyze::load_capture(&c, &format!("candidate ({})", c.display()), &fo)?;
-                    let opts = crate::analyze::AnalyzeOptions { max_functions: 300, ..Default::default() };
                     let s = crate::analyze::analyze(&bc, &cc, &kbase, &opts)?;
                     crate::runner::write_folded(&out, &bc, &cc)?;
                     crate::report::write_all(&out, &s, &argv.join(" "))?;

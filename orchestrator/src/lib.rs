@@ -20,6 +20,7 @@ pub mod exit_codes;
 pub mod facts;
 pub mod fold;
 pub mod kconfig;
+pub mod ksrc;
 pub mod model;
 pub mod playbook;
 pub mod progress;

@@ -235,6 +235,12 @@ pub struct FunctionDelta {
     /// p-value across repeats (Welch's t on per-repeat shares), when both sides have ≥2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_p_value: Option<f64>,
+    /// 95% interval of `delta`: a bootstrap over repeats when both sides have ≥3,
+    /// otherwise from the sample counts (`delta_ci_method` says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_ci: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_ci_method: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -32,8 +32,32 @@ use crate::rundir::{self, RunDir, ROLES};
 pub struct RunOptions {
     pub out: PathBuf,
     pub quiet: bool,
-    pub kb: Option<PathBuf>,
+    pub analysis: AnalysisSetup,
     pub command_line: Vec<String>,
+}
+
+/// What the analysis reads besides the captures.
+#[derive(Clone, Debug, Default)]
+pub struct AnalysisSetup {
+    /// Knowledge base file; the built-in one when absent.
+    pub kb: Option<PathBuf>,
+    /// Kernel source tree for mapping options to functions.
+    pub kernel_src: Option<PathBuf>,
+}
+
+impl AnalysisSetup {
+    pub fn load(&self) -> Result<(KnowledgeBase, AnalyzeOptions)> {
+        let kb = match &self.kb {
+            Some(p) => KnowledgeBase::load(p)?,
+            None => KnowledgeBase::builtin()?,
+        };
+        let opts = AnalyzeOptions {
+            max_functions: 300,
+            kernel_src: self.kernel_src.clone(),
+            ..Default::default()
+        };
+        Ok((kb, opts))
+    }
 }
 
 /// What teardown must undo; filled before resources are created.
@@ -203,7 +227,7 @@ pub async fn run(plan: Plan, opts: RunOptions) -> Result<Outcome> {
                 progress.step("run", "analysing");
                 analyze_run_dir(
                     rd.root(),
-                    opts.kb.as_deref(),
+                    &opts.analysis,
                     &opts.command_line,
                     log.snapshot(),
                 )
@@ -243,23 +267,16 @@ pub async fn run(plan: Plan, opts: RunOptions) -> Result<Outcome> {
 /// Analyses a run directory (also after an interrupted run) and writes the report.
 pub fn analyze_run_dir(
     dir: &Path,
-    kb: Option<&Path>,
+    setup: &AnalysisSetup,
     command_line: &[String],
     run: Option<serde_json::Value>,
 ) -> Result<Summary> {
     let (b, c) = analyze::run_dir_sides(dir)?;
-    let kb = match kb {
-        Some(p) => KnowledgeBase::load(p)?,
-        None => KnowledgeBase::builtin()?,
-    };
+    let (kb, opts) = setup.load()?;
     let fo = FoldOptions::default();
     let names = host_names(dir);
     let base = analyze::load_capture(&b, &names.0, &fo)?;
     let cand = analyze::load_capture(&c, &names.1, &fo)?;
-    let opts = AnalyzeOptions {
-        max_functions: 300,
-        ..Default::default()
-    };
     let mut summary = analyze::analyze(&base, &cand, &kb, &opts)?;
     summary.run = run.or_else(|| {
         std::fs::read_to_string(dir.join("run.json"))

@@ -94,6 +94,22 @@ impl SplitMix {
 
 /// 95% percentile-bootstrap interval of `mean(b) / mean(a) - 1`.
 pub fn bootstrap_relative_change(a: &[f64], b: &[f64], rounds: usize) -> Option<[f64; 2]> {
+    bootstrap_means(a, b, rounds, |ma, mb| (ma != 0.0).then(|| mb / ma - 1.0))
+}
+
+/// 95% percentile-bootstrap interval of `mean(b) - mean(a)`.
+pub fn bootstrap_difference(a: &[f64], b: &[f64], rounds: usize) -> Option<[f64; 2]> {
+    bootstrap_means(a, b, rounds, |ma, mb| Some(mb - ma))
+}
+
+/// Percentile bootstrap of a statistic of the two means, each side resampled with
+/// replacement. Seeded: the same input gives the same interval.
+fn bootstrap_means(
+    a: &[f64],
+    b: &[f64],
+    rounds: usize,
+    stat: impl Fn(f64, f64) -> Option<f64>,
+) -> Option<[f64; 2]> {
     if a.len() < 2 || b.len() < 2 {
         return None;
     }
@@ -102,9 +118,7 @@ pub fn bootstrap_relative_change(a: &[f64], b: &[f64], rounds: usize) -> Option<
     for _ in 0..rounds {
         let ma = (0..a.len()).map(|_| a[rng.below(a.len())]).sum::<f64>() / a.len() as f64;
         let mb = (0..b.len()).map(|_| b[rng.below(b.len())]).sum::<f64>() / b.len() as f64;
-        if ma != 0.0 {
-            out.push(mb / ma - 1.0);
-        }
+        out.extend(stat(ma, mb));
     }
     if out.is_empty() {
         return None;
@@ -112,6 +126,21 @@ pub fn bootstrap_relative_change(a: &[f64], b: &[f64], rounds: usize) -> Option<
     out.sort_by(f64::total_cmp);
     let q = |p: f64| out[((out.len() - 1) as f64 * p).round() as usize];
     Some([q(0.025), q(0.975)])
+}
+
+/// 95% interval of `x2/n2 - x1/n1` from counts (normal approximation): the
+/// sampling noise within one capture, when there are too few repeats to resample.
+pub fn proportion_difference_ci(x1: u64, n1: u64, x2: u64, n2: u64) -> Option<[f64; 2]> {
+    if n1 == 0 || n2 == 0 {
+        return None;
+    }
+    let (p1, p2) = (x1 as f64 / n1 as f64, x2 as f64 / n2 as f64);
+    let se = (p1 * (1.0 - p1) / n1 as f64 + p2 * (1.0 - p2) / n2 as f64).sqrt();
+    let d = p2 - p1;
+    Some([
+        d - 1.959_963_984_540_054 * se,
+        d + 1.959_963_984_540_054 * se,
+    ])
 }
 
 #[cfg(test)]
@@ -136,6 +165,20 @@ mod tests {
         // 50/1000 vs 52/1000: noise. Pooled z-test with scipy.stats.norm.sf → 0.8389153997701586
         let p = two_proportion_p(50, 1000, 52, 1000);
         assert!((p - 0.838_915_399_770_158_6).abs() < 1e-9, "{p}");
+    }
+
+    #[test]
+    fn proportion_interval_known_value() {
+        // 120/1000 vs 80/1000: d = -0.04, se = sqrt(.12*.88/1000 + .08*.92/1000) = 0.0133866…
+        let [lo, hi] = proportion_difference_ci(120, 1000, 80, 1000).unwrap();
+        assert!(
+            (lo - (-0.04 - 1.959964 * 0.013_386_560)).abs() < 1e-6,
+            "{lo}"
+        );
+        assert!(
+            (hi - (-0.04 + 1.959964 * 0.013_386_560)).abs() < 1e-6,
+            "{hi}"
+        );
     }
 
     #[test]
