@@ -221,7 +221,10 @@ fn lab_runs_end_to_end_and_cleans_up() {
     );
 
     // 4. SIGTERM in the middle of the workload: teardown runs, exit 130, run.json says so.
-    let pb = short_playbook(tmp.path(), |t| t.replace("duration: 2", "duration: 20"));
+    let pb = short_playbook(tmp.path(), |t| {
+        t.replace("duration: 2", "duration: 8")
+            .replace("repeat: 2", "repeat: 1")
+    });
     let out4 = tmp.path().join("out4");
     let child = kdelta()
         .arg("run")
@@ -238,7 +241,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
             .and_then(|mut d| d.next())
             .and_then(|e| e.ok())
             .and_then(|e| std::fs::read_to_string(e.path().join("run.json")).ok())
-            .is_some_and(|t| t.contains("\"workload 1/2\""));
+            .is_some_and(|t| t.contains("\"workload 1/1\""));
         if running {
             break;
         }
@@ -278,6 +281,83 @@ fn lab_runs_end_to_end_and_cleans_up() {
             .iter()
             .any(|p| p["name"] == "teardown" && p["status"] == "ok"),
         "{r}"
+    );
+
+    // 5. Resume the interrupted run: nothing had finished, so both sides are captured
+    //    again; what the interrupted attempt captured is kept aside.
+    let run4 = only_run_dir(&out4);
+    let o = kdelta()
+        .arg("run")
+        .arg("--resume")
+        .arg(&run4)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "exit {:?}\n{stderr}",
+        o.status.code()
+    );
+    let r = read_json(&run4.join("run.json"));
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(
+        r["resumes"][0]["recaptured"],
+        serde_json::json!(["baseline", "candidate"])
+    );
+    assert!(run4.join("hosts/baseline.attempt-1/facts.json").is_file());
+    for role in ["baseline", "candidate"] {
+        assert!(run4
+            .join("hosts")
+            .join(role)
+            .join("perf.script.zst")
+            .is_file());
+    }
+    assert!(run4.join("summary.json").is_file() && run4.join("report.html").is_file());
+
+    // 6. A run whose candidate failed in download: resume captures the candidate only,
+    //    keeps the baseline's capture, and the report says the sides are from two times.
+    let mut r = read_json(&run4.join("run.json"));
+    for p in r["phases"].as_array_mut().unwrap() {
+        if p["name"] == "download" && p["host"] == "candidate" {
+            p["status"] = "failed".into();
+        }
+    }
+    std::fs::write(run4.join("run.json"), r.to_string()).unwrap();
+    std::fs::remove_file(run4.join("hosts/candidate/perf.script.zst")).unwrap();
+    let baseline_profile = std::fs::read(run4.join("hosts/baseline/perf.script.zst")).unwrap();
+    let o = kdelta()
+        .arg("run")
+        .arg("--resume")
+        .arg(&run4)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "exit {:?}\n{stderr}",
+        o.status.code()
+    );
+    let r = read_json(&run4.join("run.json"));
+    assert_eq!(
+        r["resumes"][1]["recaptured"],
+        serde_json::json!(["candidate"]),
+        "{r}"
+    );
+    assert_eq!(
+        std::fs::read(run4.join("hosts/baseline/perf.script.zst")).unwrap(),
+        baseline_profile,
+        "the finished side is not captured again"
+    );
+    assert!(run4.join("hosts/candidate.attempt-1/facts.json").is_file());
+    let s = read_json(&run4.join("summary.json"));
+    assert!(
+        s["caveats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().contains("resumed run")),
+        "{}",
+        s["caveats"]
     );
 
     // Nothing left behind: no namespace of ours, no work folder.
@@ -363,4 +443,49 @@ fn analyze_reads_capture_folders_and_rejects_garbage() {
         .unwrap();
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a run directory"));
+}
+
+#[test]
+fn unreachable_host_fails_with_the_host_named_and_nothing_to_clean() {
+    // Nothing listens on 127.0.0.1 port 1: connection refused on every attempt.
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("playbooks/ssh-pair.yaml"))
+        .unwrap()
+        .replace("root@baseline.example.net", "root@127.0.0.1:1")
+        .replace("root@candidate.example.net:22", "root@127.0.0.1:1")
+        + "timeouts: { connect: 3 }\n";
+    let pb = tmp.path().join("pb.yaml");
+    std::fs::write(&pb, text).unwrap();
+    let started = std::time::Instant::now();
+    let o = kdelta()
+        .arg("run")
+        .arg(&pb)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to root@127.0.0.1 port 1") && stderr.contains("sshd"),
+        "{stderr}"
+    );
+    // Hosts never reached are not contacted again for cleanup (that used to wait 60 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let r = read_json(&only_run_dir(&tmp.path().join("out")).join("run.json"));
+    assert_eq!(r["status"], "failed");
+    let phases = r["phases"].as_array().unwrap();
+    assert!(phases
+        .iter()
+        .any(|p| p["name"] == "connect" && p["status"] == "failed"));
+    assert!(
+        phases
+            .iter()
+            .any(|p| p["name"] == "teardown" && p["status"] == "ok"),
+        "{r}"
+    );
 }

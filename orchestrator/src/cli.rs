@@ -27,6 +27,7 @@ Examples:
   kdelta check playbooks/ssh-pair.yaml           validate and preflight two SSH hosts
   kdelta analyze --baseline a/ --candidate b/ --out out/   two capture folders taken by hand
   kdelta analyze reports/<run>/                  re-analyse a finished or interrupted run
+  kdelta run --resume reports/<run>/             finish an interrupted run
   kdelta lab down --all                          remove leftovers of a killed run";
 
 #[derive(Parser, Debug)]
@@ -65,8 +66,13 @@ impl AnalysisArgs {
 enum Cmd {
     /// Run a playbook end to end: provision, deploy, capture on both hosts, analyse, report.
     Run {
-        /// The playbook (YAML).
-        playbook: PathBuf,
+        /// The playbook (YAML). With --resume, defaults to the one the run used.
+        #[arg(required_unless_present = "resume")]
+        playbook: Option<PathBuf>,
+        /// Finish an interrupted or failed run: capture again the hosts whose capture
+        /// did not complete (their partial files are kept aside), then analyse.
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
         /// Folder for the run directory.
         #[arg(long, default_value = "reports")]
         out: PathBuf,
@@ -162,22 +168,29 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     match cli.cmd {
         Cmd::Run {
             playbook,
+            resume,
             out,
             analysis,
         } => {
-            let plan = crate::playbook::load(&playbook)?;
             let opts = crate::runner::RunOptions {
                 out,
                 quiet: cli.quiet,
                 analysis: analysis.setup(),
                 command_line: argv,
             };
-            let o = crate::runner::run(plan, opts).await?;
+            let o = match (resume, playbook) {
+                (Some(dir), pb) => crate::runner::resume(&dir, pb.as_deref(), opts).await?,
+                (None, Some(pb)) => crate::runner::run(crate::playbook::load(&pb)?, opts).await?,
+                (None, None) => {
+                    anyhow::bail!("give a playbook (kdelta run PLAYBOOK) or --resume RUN_DIR")
+                }
+            };
             let report = o.dir.join("report.html");
             if let Some(e) = &o.error {
                 eprintln!("kdelta: error: {e:#}");
                 eprintln!(
-                    "kdelta: run directory kept: {} (run.json says which phase failed; `kdelta analyze {}` re-analyses what was captured)",
+                    "kdelta: run directory kept: {} (run.json says which phase failed; `kdelta run --resume {}` captures what is missing, `kdelta analyze {}` re-analyses what was captured)",
+                    o.dir.display(),
                     o.dir.display(),
                     o.dir.display()
                 );

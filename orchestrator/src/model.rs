@@ -103,6 +103,17 @@ pub struct RunRecord {
     #[serde(default)]
     pub error: Option<String>,
     pub phases: Vec<PhaseRecord>,
+    /// `kdelta run --resume`: when, and which roles were captured again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumes: Vec<ResumeRecord>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ResumeRecord {
+    pub at: String,
+    pub command: Vec<String>,
+    /// Roles captured again; their earlier partial files moved to `hosts/<role>.attempt-N`.
+    pub recaptured: Vec<String>,
 }
 
 /// `hosts.json`: what was provisioned and how to tear it down.

@@ -115,9 +115,10 @@ impl Remote {
                             "is sshd running and reachable? try `ssh` to it by hand"
                         };
                         return Err(anyhow::anyhow!(
-                            "{}: cannot connect to {} after {attempts} attempt(s) in {:.0}s: {} ({hint})",
+                            "{}: cannot connect to {}{} after {attempts} attempt(s) in {:.0}s: {} ({hint})",
                             spec.role,
                             spec.destination,
+                            spec.port.map(|p| format!(" port {p}")).unwrap_or_default(),
                             start.elapsed().as_secs_f64(),
                             last_line(&text)
                         ));

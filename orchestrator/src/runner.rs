@@ -65,6 +65,8 @@ impl AnalysisSetup {
 pub struct Ledger {
     pub lab: Option<LabState>,
     pub hosts: Vec<Host>,
+    /// Roles kdelta connected to: only those can have anything to clean up.
+    pub connected: Vec<String>,
     pub work: Option<String>,
     /// Folder of the SSH control sockets of this run.
     pub control_dir: Option<PathBuf>,
@@ -180,16 +182,124 @@ pub async fn run(plan: Plan, opts: RunOptions) -> Result<Outcome> {
             status: PhaseStatus::Running,
             error: None,
             phases: vec![],
+            resumes: vec![],
         }),
     });
     log.save();
+    execute(plan, rd, log, &ROLES, opts).await
+}
+
+/// The roles of a run directory whose capture finished: their download phase
+/// passed and their profile and metrics are there.
+pub fn completed_roles(dir: &Path, rec: &RunRecord) -> Vec<&'static str> {
+    ROLES
+        .into_iter()
+        .filter(|role| {
+            let downloaded = rec
+                .phases
+                .iter()
+                .rev()
+                .find(|p| p.name == "download" && p.host.as_deref() == Some(*role));
+            downloaded.is_some_and(|p| p.status == PhaseStatus::Ok)
+                && dir
+                    .join("hosts")
+                    .join(role)
+                    .join("perf.script.zst")
+                    .is_file()
+                && dir.join("hosts").join(role).join("metrics.json").is_file()
+        })
+        .collect()
+}
+
+/// Reads a run directory's run.json and the playbook it ran, checking that the
+/// playbook did not change since.
+pub fn load_for_resume(dir: &Path, playbook: Option<&Path>) -> Result<(Plan, RunRecord)> {
+    let rd = RunDir::open(dir);
+    let text = std::fs::read_to_string(rd.run_json()).with_context(|| {
+        format!(
+            "{}: not a run directory (no readable run.json)",
+            dir.display()
+        )
+    })?;
+    let rec: RunRecord = serde_json::from_str(&text)
+        .with_context(|| format!("{}: run.json is not valid", rd.run_json().display()))?;
+    let path = playbook
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(&rec.playbook));
+    let plan = crate::playbook::load(&path).with_context(|| {
+        format!(
+            "resume needs the playbook the run used ({}); give its path: kdelta run PLAYBOOK --resume {}",
+            rec.playbook,
+            dir.display()
+        )
+    })?;
+    let copy = std::fs::read_to_string(rd.playbook()).unwrap_or_default();
+    if copy != plan.text {
+        bail!(
+            "{} differs from the copy the run kept ({}): a resumed run must capture the same thing; start a new run instead",
+            path.display(),
+            rd.playbook().display()
+        );
+    }
+    Ok((plan, rec))
+}
+
+/// `kdelta run --resume DIR`: captures again the roles whose capture did not
+/// finish (their partial files are kept aside), then analyses the run.
+pub async fn resume(dir: &Path, playbook: Option<&Path>, opts: RunOptions) -> Result<Outcome> {
+    let (plan, mut rec) = load_for_resume(dir, playbook)?;
+    let done = completed_roles(dir, &rec);
+    let todo: Vec<&'static str> = ROLES.into_iter().filter(|r| !done.contains(r)).collect();
+    let rd = RunDir::open(dir);
+    for role in &todo {
+        let from = rd.host(role);
+        if from.exists() {
+            let mut n = 1;
+            while dir
+                .join("hosts")
+                .join(format!("{role}.attempt-{n}"))
+                .exists()
+            {
+                n += 1;
+            }
+            let to = dir.join("hosts").join(format!("{role}.attempt-{n}"));
+            std::fs::rename(&from, &to).with_context(|| {
+                format!("cannot keep {} aside as {}", from.display(), to.display())
+            })?;
+        }
+        rd.ensure_host_dir(role)?;
+    }
+    rec.resumes.push(ResumeRecord {
+        at: rundir::utc_now(),
+        command: opts.command_line.clone(),
+        recaptured: todo.iter().map(|s| s.to_string()).collect(),
+    });
+    rec.status = PhaseStatus::Running;
+    rec.error = None;
+    rec.finished = None;
+    let log = Arc::new(RunLog {
+        path: rd.run_json(),
+        rec: Mutex::new(rec),
+    });
+    log.save();
+    execute(plan, rd, log, &todo, opts).await
+}
+
+/// Provisions, captures `roles`, tears down, analyses: the body of `run` and `resume`.
+async fn execute(
+    plan: Plan,
+    rd: RunDir,
+    log: Arc<RunLog>,
+    roles: &[&'static str],
+    opts: RunOptions,
+) -> Result<Outcome> {
     let progress = Arc::new(Progress::new(opts.quiet));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot install the SIGTERM handler")?;
     let run_timeout = Duration::from_secs(plan.timeouts.run);
-    let pipeline = pipeline(&plan, &rd, &log, &progress, &ledger);
+    let pipeline = pipeline(&plan, &rd, &log, &progress, &ledger, roles);
     let (result, interrupted) = tokio::select! {
         r = tokio::time::timeout(run_timeout, pipeline) => match r {
             Ok(r) => (r, false),
@@ -283,6 +393,18 @@ pub fn analyze_run_dir(
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
     });
+    let resumes: Vec<ResumeRecord> = summary
+        .run
+        .as_ref()
+        .and_then(|r| r.get("resumes").cloned())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default();
+    for r in resumes.iter().filter(|r| r.recaptured.len() == 1) {
+        summary.caveats.push(format!(
+            "resumed run: the {} was captured again at {}, later than the other side: drift between the two times falls on one side only",
+            r.recaptured[0], r.at
+        ));
+    }
     write_folded(dir, &base, &cand)?;
     crate::report::write_all(dir, &summary, &command_line.join(" "))?;
     Ok(summary)
@@ -314,36 +436,44 @@ fn host_names(dir: &Path) -> (String, String) {
 }
 
 async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
-    let (lab, hosts, work, control) = match ledger.lock() {
+    let (lab, hosts, connected, work, control) = match ledger.lock() {
         Ok(mut l) => (
             l.lab.take(),
             std::mem::take(&mut l.hosts),
+            std::mem::take(&mut l.connected),
             l.work.take(),
             l.control_dir.take(),
         ),
         Err(_) => return vec!["ledger poisoned".into()],
     };
     let mut errors = Vec::new();
-    // Remote work folders on hosts we do not own: stop what we started, remove files.
+    // Remote work folders on hosts we do not own: stop what we started, remove
+    // files. Only on hosts we reached (nothing ran on the others), both at once,
+    // with one short connection attempt each.
     if let Some(work) = &work {
-        for h in hosts.iter().filter(|h| h.provider != "lab") {
-            progress.step(&h.role, "cleaning up");
-            let tmp = std::env::temp_dir().join("kdelta-teardown");
-            let _ = std::fs::create_dir_all(&tmp);
-            match Remote::connect(&h.connect, &tmp).await {
-                Ok(r) => {
-                    let script = format!(
-                        "cd {w} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {w}",
-                        w = crate::shell::quote(&format!("{work}-{}", h.role))
-                    );
-                    if let Err(e) = r.run("cleanup", &script, Duration::from_secs(30)).await {
-                        errors.push(format!("{e:#}"));
+        let cleanups = hosts
+            .iter()
+            .filter(|h| h.provider != "lab" && connected.contains(&h.role))
+            .map(|h| async move {
+                progress.step(&h.role, "cleaning up");
+                let tmp = std::env::temp_dir().join("kdelta-teardown");
+                let _ = std::fs::create_dir_all(&tmp);
+                let mut spec = h.connect.clone();
+                spec.retry_for = Duration::from_secs(10);
+                match Remote::connect(&spec, &tmp).await {
+                    Ok(r) => {
+                        let script = format!(
+                            "cd {w} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {w}",
+                            w = crate::shell::quote(&format!("{work}-{}", h.role))
+                        );
+                        let res = r.run("cleanup", &script, Duration::from_secs(30)).await;
+                        r.close().await;
+                        res.err().map(|e| format!("{e:#}"))
                     }
-                    r.close().await;
+                    Err(e) => Some(format!("{}: cleanup skipped: {e:#}", h.role)),
                 }
-                Err(e) => errors.push(format!("{}: cleanup skipped: {e:#}", h.role)),
-            }
-        }
+            });
+        errors.extend(futures_join_all(cleanups).await.into_iter().flatten());
     }
     if let Some(lab) = lab {
         progress.step("lab", "tearing down");
@@ -391,8 +521,10 @@ async fn provision_hosts(
     ledger: &Mutex<Ledger>,
     control: &Path,
     progress: &Progress,
+    roles: &[&str],
 ) -> Result<Vec<Host>> {
-    let lab_specs = plan.lab_specs();
+    let mut lab_specs = plan.lab_specs();
+    lab_specs.retain(|s| roles.contains(&s.role.as_str()));
     let mut hosts = Vec::new();
     if !lab_specs.is_empty() {
         progress.step("lab", "creating namespaces and sshd");
@@ -405,7 +537,7 @@ async fn provision_hosts(
         progress.done("lab", "up");
     }
     for s in [&plan.baseline, &plan.candidate] {
-        if matches!(s.provider, Provider::Ssh(_)) {
+        if matches!(s.provider, Provider::Ssh(_)) && roles.contains(&s.role.as_str()) {
             hosts.push(provision::ssh_host(s, control, plan.timeouts.connect)?);
         }
     }
@@ -422,7 +554,11 @@ async fn pipeline(
     log: &RunLog,
     progress: &Progress,
     ledger: &Mutex<Ledger>,
+    roles: &[&str],
 ) -> Result<()> {
+    if roles.is_empty() {
+        return Ok(()); // a resumed run whose captures were all complete
+    }
     let run_id = rd
         .root()
         .file_name()
@@ -448,11 +584,20 @@ async fn pipeline(
     }
     let hosts: Vec<Host> = phase(log, "provision", None, async {
         std::fs::create_dir_all(&control)?;
-        let hosts = provision_hosts(plan, ledger, &control, progress).await?;
+        let hosts = provision_hosts(plan, ledger, &control, progress, roles).await?;
+        // On a resumed run, keep the records of the roles not captured again.
+        let earlier: Vec<HostRecord> = std::fs::read_to_string(rd.hosts_json())
+            .ok()
+            .and_then(|t| serde_json::from_str::<HostsRecord>(&t).ok())
+            .map(|r| r.hosts)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|h| !roles.contains(&h.role.as_str()))
+            .collect();
         let rec = HostsRecord {
-            hosts: hosts
-                .iter()
-                .map(|h| HostRecord {
+            hosts: earlier
+                .into_iter()
+                .chain(hosts.iter().map(|h| HostRecord {
                     role: h.role.clone(),
                     provider: h.provider.clone(),
                     destination: h.connect.destination.clone(),
@@ -460,7 +605,7 @@ async fn pipeline(
                     port: h.connect.port.unwrap_or(22),
                     user: h.connect.user.clone(),
                     teardown: Default::default(),
-                })
+                }))
                 .collect(),
         };
         rundir::write_json(&rd.hosts_json(), &rec)?;
@@ -473,7 +618,13 @@ async fn pipeline(
         let futs = hosts.iter().map(|h| {
             progress.step(&h.role, &format!("connecting to {}", h.connect.destination));
             let logs = rd.logs(&h.role);
-            async move { Remote::connect(&h.connect, &logs).await }
+            async move {
+                let r = Remote::connect(&h.connect, &logs).await?;
+                if let Ok(mut l) = ledger.lock() {
+                    l.connected.push(h.role.clone());
+                }
+                Ok(r)
+            }
         });
         let rs = futures_join_all(futs).await;
         rs.into_iter().collect::<Result<Vec<_>>>()
@@ -888,7 +1039,7 @@ pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
     let tmp = std::env::temp_dir().join(format!("kdelta-check-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let res: Result<()> = async {
-        let hosts = provision_hosts(plan, &ledger, &tmp, &progress).await?;
+        let hosts = provision_hosts(plan, &ledger, &tmp, &progress, &ROLES).await?;
         if !plan.lab_specs().is_empty() {
             lines.push("lab: namespaces, veth links and sshd come up".into());
         }
