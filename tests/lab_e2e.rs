@@ -1,10 +1,18 @@
 //! End to end on the real lab: network namespaces, a real sshd in each, real SSH
 //! through the openssh crate, real perf and iperf3. Needs root (CI runs as root).
-//! The scenarios run one after the other in one test so that the check for leftover
-//! namespaces at the end sees only what they made.
+//! Tests that build labs hold one lock, so that each one's check for leftover
+//! namespaces and work folders sees only what it made.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Tests that build labs run one at a time: each checks that it left nothing behind,
+/// which another test's lab, up at that moment, would spoil.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lab_lock() -> std::sync::MutexGuard<'static, ()> {
+    LAB.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn kdelta() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kdelta"))
@@ -85,6 +93,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
         unsafe { libc::geteuid() } == 0,
         "the lab end-to-end test needs root (network namespaces and sshd); run the suite as root as CI does"
     );
+    let _lab = lab_lock();
     let before = kd_namespaces();
     let before_work = work_folders();
     let tmp = tempfile::tempdir().unwrap();
@@ -488,4 +497,125 @@ fn unreachable_host_fails_with_the_host_named_and_nothing_to_clean() {
             .any(|p| p["name"] == "teardown" && p["status"] == "ok"),
         "{r}"
     );
+}
+
+/// Takes a lab down when dropped, also when an assertion failed.
+struct LabGuard(String);
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = kdelta().args(["lab", "down", &self.0]).output();
+    }
+}
+
+#[test]
+fn ssh_provider_against_lab_hosts_checks_and_refuses_a_wrong_key() {
+    assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
+    let _lab = lab_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let o = kdelta()
+        .args(["lab", "up"])
+        .arg(repo().join("playbooks/lab-tcp.yaml"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .expect("lab <id> is up")
+        .to_string();
+    let _guard = LabGuard(id.clone());
+    // `  baseline: ssh -i KEY -o UserKnownHostsFile=KH root@ADDR`
+    let host = |role: &str| -> (String, String, String) {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{role}:")))
+            .unwrap();
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let key = w[w.iter().position(|x| *x == "-i").unwrap() + 1].to_string();
+        let kh = w
+            .iter()
+            .find_map(|x| x.strip_prefix("UserKnownHostsFile="))
+            .unwrap()
+            .to_string();
+        (key, kh, w.last().unwrap().to_string())
+    };
+    let (key, kh, base_dest) = host("baseline");
+    let (_, _, cand_dest) = host("candidate");
+    let playbook = |identity: &str| {
+        format!(
+            "name: ssh-lab\nhosts:\n  baseline: {{ ssh: \"{base_dest}\", identity_file: \"{identity}\", known_hosts: \"{kh}\" }}\n  candidate: {{ ssh: \"{cand_dest}\", identity_file: \"{identity}\", known_hosts: \"{kh}\" }}\nworkload:\n  client: {{ from: host, run: \"sleep 1; echo ok=1\" }}\n  metrics:\n    ok: {{ regex: 'ok=(\\d+)' }}\ncapture:\n  repeat: 1\ntimeouts: {{ connect: 5 }}\n"
+        )
+    };
+    // The right key: the preflight passes on both hosts.
+    let good = tmp.path().join("good.yaml");
+    std::fs::write(&good, playbook(&key)).unwrap();
+    let o = kdelta().arg("check").arg(&good).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A whole run through the ssh provider (both hosts at once): captures from both,
+    // and the remote work folders are gone afterwards (the lab shares this /tmp).
+    let before_work = work_folders();
+    let o = kdelta()
+        .arg("run")
+        .arg(&good)
+        .arg("--out")
+        .arg(tmp.path().join("good-out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "exit {:?}\n{stderr}",
+        o.status.code()
+    );
+    let run = only_run_dir(&tmp.path().join("good-out"));
+    for role in ["baseline", "candidate"] {
+        let m = read_json(&run.join("hosts").join(role).join("metrics.json"));
+        assert_eq!(m["metrics"][0]["values"], serde_json::json!([1.0]), "{m}");
+        assert!(!zstd_text(&run.join("hosts").join(role).join("perf.script.zst")).is_empty());
+    }
+    let left: Vec<String> = work_folders()
+        .into_iter()
+        .filter(|w| !before_work.contains(w))
+        .collect();
+    assert!(left.is_empty(), "remote work folders left: {left:?}");
+
+    // A key the hosts do not know: refused at once, with what to check.
+    let wrong = tmp.path().join("wrong_key");
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&wrong)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bad = tmp.path().join("bad.yaml");
+    std::fs::write(&bad, playbook(wrong.to_str().unwrap())).unwrap();
+    let o = kdelta()
+        .arg("run")
+        .arg(&bad)
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("the key was refused") && stderr.contains("identity_file"),
+        "{stderr}"
+    );
+    let r = read_json(&only_run_dir(&tmp.path().join("out")).join("run.json"));
+    assert!(r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "connect" && p["status"] == "failed"));
 }

@@ -270,12 +270,14 @@ pub struct SshTarget {
     pub known_hosts: KnownHostsPolicy,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KnownHostsPolicy {
     /// The user's known_hosts must already have the key.
     Strict,
     /// Accept and remember an unknown key (only when the playbook asks).
     AcceptNew,
+    /// A known_hosts file of its own (a fleet's pinned keys), checked strictly.
+    File(PathBuf),
 }
 
 #[derive(Clone, Debug)]
@@ -840,11 +842,12 @@ impl Validator<'_> {
                 let known_hosts = match h.known_hosts.as_ref().map(|k| k.value.as_str()) {
                     None | Some("strict") => KnownHostsPolicy::Strict,
                     Some("accept-new") => KnownHostsPolicy::AcceptNew,
+                    Some(o) if o.contains('/') => KnownHostsPolicy::File(expand_home(o)),
                     Some(o) => {
                         return Err(self.err(
                             h.known_hosts.as_ref().map(Pos::from).unwrap_or(pos),
                             &format!("{path}.known_hosts"),
-                            format!("unknown value `{o}`, expected strict or accept-new"),
+                            format!("unknown value `{o}`, expected strict, accept-new or the path of a known_hosts file"),
                             "",
                         ))
                     }

@@ -426,7 +426,10 @@ pub fn ssh_host(spec: &HostSpec, control_dir: &Path, connect_timeout: u64) -> Re
             port: t.port,
             user: t.user.clone(),
             keyfile: t.identity_file.clone(),
-            known_hosts_file: None,
+            known_hosts_file: match &t.known_hosts {
+                KnownHostsPolicy::File(f) => Some(f.clone()),
+                _ => None,
+            },
             accept_new: t.known_hosts == KnownHostsPolicy::AcceptNew,
             control_dir: control_dir.to_path_buf(),
             connect_timeout: Duration::from_secs(connect_timeout),

@@ -99,7 +99,15 @@ impl Remote {
                     })
                 }
                 Err(e) => {
-                    let text = format!("{e:#}");
+                    // ssh's own words ("Permission denied", "Connection refused") are
+                    // in the error's sources, not in its top line.
+                    let mut text = e.to_string();
+                    let mut src = std::error::Error::source(&e);
+                    while let Some(s) = src {
+                        text.push_str(": ");
+                        text.push_str(&s.to_string());
+                        src = s.source();
+                    }
                     let fatal = text.contains("Permission denied")
                         || text.contains("Host key verification failed")
                         || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")

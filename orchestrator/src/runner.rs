@@ -1083,3 +1083,39 @@ pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
     }
     Ok(lines)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(perf: Option<&str>, paranoid: &str, root: &str) -> Facts {
+        let mut f = Facts {
+            perf_version: perf.map(str::to_string),
+            ..Default::default()
+        };
+        f.extra
+            .insert("perf_event_paranoid".into(), paranoid.into());
+        f.extra.insert("is_root".into(), root.into());
+        f
+    }
+
+    #[test]
+    fn preflight_names_the_host_and_the_fix() {
+        let e = preflight("candidate", &facts(None, "2", "1")).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.starts_with("candidate: perf is not installed")
+                && m.contains("apt-get install linux-perf"),
+            "{m}"
+        );
+        let e = preflight("baseline", &facts(Some("6.1"), "2", "0")).unwrap_err();
+        let m = format!("{e:#}");
+        assert!(
+            m.contains("perf_event_paranoid = 2") && m.contains("sysctl -w"),
+            "{m}"
+        );
+        // Root may profile whatever the setting; a permissive setting is fine for anyone.
+        preflight("baseline", &facts(Some("6.1"), "2", "1")).unwrap();
+        preflight("baseline", &facts(Some("6.1"), "-1", "0")).unwrap();
+    }
+}
