@@ -226,6 +226,12 @@ fn metric_deltas(b: Option<&Metrics>, c: Option<&Metrics>) -> Vec<MetricDelta> {
         if vb.is_empty() || vc.is_empty() {
             continue;
         }
+        let paired = mb.values.len() == mc.values.len()
+            && mb
+                .values
+                .iter()
+                .chain(&mc.values)
+                .all(|v| v.is_some_and(f64::is_finite));
         let (ab, ac) = (stats::mean(&vb), stats::mean(&vc));
         let change = if ab != 0.0 { ac / ab - 1.0 } else { 0.0 };
         let p = stats::welch_t(&vb, &vc).map(|t| t.2);
@@ -260,6 +266,7 @@ fn metric_deltas(b: Option<&Metrics>, c: Option<&Metrics>) -> Vec<MetricDelta> {
             change,
             p_value: p,
             change_ci: ci,
+            paired,
             baseline_values: vb,
             candidate_values: vc,
             assessment: assessment.into(),
@@ -548,6 +555,8 @@ pub fn analyze(
         warnings,
         cause_shares: attr.cause_shares,
         run: None,
+        gate: None,
+        history: vec![],
     })
 }
 

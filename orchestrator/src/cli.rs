@@ -25,6 +25,7 @@ Exit codes:
 Examples:
   kdelta run playbooks/lab-tcp.yaml              lab demo: two namespaces, iperf3, nftables on one
   kdelta check playbooks/ssh-pair.yaml           validate and preflight two SSH hosts
+  kdelta gate playbooks/ssh-pair.yaml --history /var/lib/kdelta   nightly gate with a trend
   kdelta analyze --baseline a/ --candidate b/ --out out/   two capture folders taken by hand
   kdelta analyze reports/<run>/                  re-analyse a finished or interrupted run
   kdelta run --resume reports/<run>/             finish an interrupted run
@@ -76,6 +77,31 @@ enum Cmd {
         /// Folder for the run directory.
         #[arg(long, default_value = "reports")]
         out: PathBuf,
+        #[command(flatten)]
+        analysis: AnalysisArgs,
+    },
+    /// Run a playbook as an upgrade gate: repeats interleaved (A B A B …), a decision per
+    /// `gate:` rule (Welch's t, Mann–Whitney, 95% interval, the rule's limit as the minimum
+    /// effect), JUnit XML for CI. Exit 0 pass/improvement, 1 regression, 2 inconclusive, 3 failed.
+    Gate {
+        /// The playbook (YAML), with a `gate:` section (e.g. `throughput: { max_regression: 5% }`).
+        #[arg(required_unless_present = "resume")]
+        playbook: Option<PathBuf>,
+        /// Finish an interrupted gate run (see `run --resume`).
+        #[arg(long, value_name = "RUN_DIR")]
+        resume: Option<PathBuf>,
+        /// Folder for the run directory.
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Repeats per host, instead of the playbook's `capture.repeat`.
+        #[arg(long, value_name = "N")]
+        repeat: Option<u32>,
+        /// Where to write the JUnit XML (default: RUN_DIR/junit.xml).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Keep one record per run in DIR and draw each metric's trend in the report.
+        #[arg(long, value_name = "DIR")]
+        history: Option<PathBuf>,
         #[command(flatten)]
         analysis: AnalysisArgs,
     },
@@ -155,6 +181,107 @@ pub fn main() -> i32 {
     }
 }
 
+/// `kdelta gate`: run (or resume), decide per rule, write JUnit and history.
+async fn gate(
+    playbook: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    repeat: Option<u32>,
+    junit: Option<PathBuf>,
+    history: Option<PathBuf>,
+    opts: crate::runner::RunOptions,
+) -> Result<i32> {
+    let started = std::time::Instant::now();
+    let command = opts.command_line.join(" ");
+    let (plan, o) = match (resume, playbook) {
+        (Some(dir), pb) => {
+            let (plan, _) = crate::runner::load_for_resume(&dir, pb.as_deref())?;
+            let o = crate::runner::resume(&dir, pb.as_deref(), opts).await?;
+            (plan, o)
+        }
+        (None, Some(pb)) => {
+            let mut plan = crate::playbook::load(&pb)?;
+            if let Some(n) = repeat {
+                plan.capture.repeat = n.max(1);
+            }
+            let o = crate::runner::run(plan.clone(), opts).await?;
+            (plan, o)
+        }
+        (None, None) => anyhow::bail!("give a playbook (kdelta gate PLAYBOOK) or --resume RUN_DIR"),
+    };
+    let junit_path = junit.unwrap_or_else(|| o.dir.join("junit.xml"));
+    let write_junit = |xml: String| -> Result<()> {
+        crate::rundir::write_atomic(&junit_path, xml.as_bytes())
+            .with_context(|| format!("cannot write {}", junit_path.display()))
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let (Some(mut s), None) = (o.summary, o.error.as_ref()) else {
+        let err = o
+            .error
+            .as_ref()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_else(|| "the run produced no summary".into());
+        write_junit(crate::gate::junit(
+            &plan.name,
+            None,
+            Some(&err),
+            &[],
+            seconds,
+        )?)?;
+        eprintln!("kdelta: error: {err}");
+        eprintln!(
+            "kdelta: run directory kept: {} (`kdelta gate --resume {}` finishes it)",
+            o.dir.display(),
+            o.dir.display()
+        );
+        println!("junit: {}", junit_path.display());
+        return Ok(if o.interrupted {
+            exit_codes::INTERRUPTED
+        } else {
+            exit_codes::RUN_FAILED
+        });
+    };
+    let decision = crate::gate::decide(&plan.gate, &s);
+    let status = decision.status;
+    s.gate = Some(decision);
+    if let Some(dir) = &history {
+        let p = crate::history::point(&s, &plan.name, &o.dir, status.as_str());
+        crate::history::append(dir, &p)?;
+        let (mut pts, warnings) = crate::history::load(dir, &plan.name, 60);
+        if let Some(last) = pts.iter_mut().rev().find(|x| x.run_dir == p.run_dir) {
+            last.current = true;
+        }
+        s.warnings.extend(warnings);
+        s.history = pts;
+    }
+    crate::report::write_all(&o.dir, &s, &command)?;
+    let props = [
+        (
+            "baseline.kernel",
+            s.baseline.kernel.clone().unwrap_or_default(),
+        ),
+        (
+            "candidate.kernel",
+            s.candidate.kernel.clone().unwrap_or_default(),
+        ),
+        ("run_dir", o.dir.display().to_string()),
+    ];
+    write_junit(crate::gate::junit(
+        &plan.name,
+        s.gate.as_ref(),
+        None,
+        &props,
+        seconds,
+    )?)?;
+    if let Some(g) = &s.gate {
+        println!("{}", g.headline);
+    }
+    println!("report: {}", o.dir.join("report.html").display());
+    println!("summary: {}", o.dir.join("summary.json").display());
+    println!("markdown: {}", o.dir.join("summary.md").display());
+    println!("junit: {}", junit_path.display());
+    Ok(status.exit_code())
+}
+
 fn status_code(s: VerdictStatus) -> i32 {
     match s {
         VerdictStatus::Regression => exit_codes::REGRESSION,
@@ -166,6 +293,23 @@ fn status_code(s: VerdictStatus) -> i32 {
 async fn dispatch(cli: Cli) -> Result<i32> {
     let argv: Vec<String> = std::env::args().collect();
     match cli.cmd {
+        Cmd::Gate {
+            playbook,
+            resume,
+            out,
+            repeat,
+            junit,
+            history,
+            analysis,
+        } => {
+            let opts = crate::runner::RunOptions {
+                out,
+                quiet: cli.quiet,
+                analysis: analysis.setup(),
+                command_line: argv,
+            };
+            gate(playbook, resume, repeat, junit, history, opts).await
+        }
         Cmd::Run {
             playbook,
             resume,

@@ -19,6 +19,8 @@ pub mod cli;
 pub mod exit_codes;
 pub mod facts;
 pub mod fold;
+pub mod gate;
+pub mod history;
 pub mod kconfig;
 pub mod ksrc;
 pub mod model;

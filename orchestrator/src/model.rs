@@ -162,6 +162,12 @@ pub struct Summary {
     pub cause_shares: Vec<CauseShare>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<serde_json::Value>,
+    /// `kdelta gate`: the decision per `gate:` rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::gate::GateDecision>,
+    /// `--history DIR`: earlier runs of the same playbook, oldest first, this one last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<crate::history::HistoryPoint>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -223,6 +229,10 @@ pub struct MetricDelta {
     pub change_ci: Option<[f64; 2]>,
     pub baseline_values: Vec<f64>,
     pub candidate_values: Vec<f64>,
+    /// Every repeat has a value on both sides, so value i of each side are a pair
+    /// taken next to each other in time.
+    #[serde(default)]
+    pub paired: bool,
     /// `worse`, `better` or `same`, from the direction and the test.
     pub assessment: String,
 }

@@ -157,6 +157,7 @@ pub fn render_html(summary: &Summary, graphs: &Graphs, command: &str) -> Result<
             notes => graphs.notes,
         },
         explained => explained,
+        trends => crate::history::charts(&summary.history),
         command => command,
         generated => crate::rundir::utc_now(),
     })?)

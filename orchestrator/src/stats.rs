@@ -69,6 +69,51 @@ pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
     Some((t, df, p.min(1.0)))
 }
 
+/// Paired comparison of repeats taken in pairs (baseline i next to candidate i in
+/// time, A B A B …): a one-sample t-test on the log ratios `ln(b_i / a_i)`, so drift
+/// that moves both sides of a pair cancels out. Returns the relative change
+/// `exp(mean) - 1`, the two-sided p, and 95% intervals of the relative change from
+/// the t distribution and from a bootstrap over pairs. None unless both sides have
+/// the same number (≥ 2) of positive values.
+pub fn paired_relative_change(a: &[f64], b: &[f64]) -> Option<Paired> {
+    if a.len() != b.len() || a.len() < 2 || a.iter().chain(b).any(|x| !(*x > 0.0)) {
+        return None;
+    }
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (y / x).ln()).collect();
+    let n = d.len() as f64;
+    let (m, sd) = (mean(&d), variance(&d).sqrt());
+    let dist = StudentsT::new(0.0, 1.0, n - 1.0).ok()?;
+    let (p, half) = if sd == 0.0 {
+        (if m == 0.0 { 1.0 } else { 0.0 }, 0.0)
+    } else {
+        let t = m / (sd / n.sqrt());
+        (
+            2.0 * dist.sf(t.abs()),
+            dist.inverse_cdf(0.975) * sd / n.sqrt(),
+        )
+    };
+    let mut rng = SplitMix::new(0x7061_6972);
+    let mut boots: Vec<f64> = (0..4000)
+        .map(|_| (0..d.len()).map(|_| d[rng.below(d.len())]).sum::<f64>() / n)
+        .collect();
+    boots.sort_by(f64::total_cmp);
+    let q = |p: f64| boots[((boots.len() - 1) as f64 * p).round() as usize].exp() - 1.0;
+    Some(Paired {
+        change: m.exp() - 1.0,
+        p: p.min(1.0),
+        ci_t: [(m - half).exp() - 1.0, (m + half).exp() - 1.0],
+        ci_bootstrap: [q(0.025), q(0.975)],
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Paired {
+    pub change: f64,
+    pub p: f64,
+    pub ci_t: [f64; 2],
+    pub ci_bootstrap: [f64; 2],
+}
+
 /// A small deterministic generator (SplitMix64): bootstraps must give the same
 /// interval on every run of the same data.
 pub struct SplitMix(u64);
@@ -143,6 +188,84 @@ pub fn proportion_difference_ci(x1: u64, n1: u64, x2: u64, n2: u64) -> Option<[f
     ])
 }
 
+/// Mann–Whitney U test, two-sided: `(U of a, p)`. Exact distribution when both
+/// samples are small (≤ 20) and have no ties, as scipy's `method="exact"`; otherwise
+/// the normal approximation with tie correction and continuity correction
+/// (scipy's `method="asymptotic"`). Returns None when a side is empty.
+pub fn mann_whitney(a: &[f64], b: &[f64]) -> Option<(f64, f64)> {
+    let (n1, n2) = (a.len(), b.len());
+    if n1 == 0 || n2 == 0 {
+        return None;
+    }
+    // Ranks of the pooled sample, ties averaged.
+    let mut all: Vec<(f64, usize)> = a
+        .iter()
+        .map(|&x| (x, 0))
+        .chain(b.iter().map(|&x| (x, 1)))
+        .collect();
+    all.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let n = all.len();
+    let mut ranks = vec![0.0; n];
+    let mut tie_term = 0.0;
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && all[j + 1].0 == all[i].0 {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for rank in ranks.iter_mut().take(j + 1).skip(i) {
+            *rank = r;
+        }
+        let t = (j - i + 1) as f64;
+        tie_term += t * t * t - t;
+        i = j + 1;
+    }
+    let r1: f64 = all
+        .iter()
+        .zip(&ranks)
+        .filter(|(x, _)| x.1 == 0)
+        .map(|(_, r)| r)
+        .sum();
+    let u1 = r1 - (n1 * (n1 + 1)) as f64 / 2.0;
+    let (f1, f2) = (n1 as f64, n2 as f64);
+    let u = u1.max(f1 * f2 - u1);
+    if n1 <= 20 && n2 <= 20 && tie_term == 0.0 {
+        // counts[k] = number of arrangements with U = k (Mann & Whitney's recursion).
+        let max_u = n1 * n2;
+        let mut table = vec![vec![vec![0f64; max_u + 1]; n2 + 1]; n1 + 1];
+        for (i, row) in table.iter_mut().enumerate() {
+            for (j, cell) in row.iter_mut().enumerate() {
+                if i == 0 || j == 0 {
+                    cell[0] = 1.0;
+                }
+            }
+        }
+        for i in 1..=n1 {
+            for j in 1..=n2 {
+                for k in 0..=i * j {
+                    let with_i = if k >= j { table[i - 1][j][k - j] } else { 0.0 };
+                    table[i][j][k] = with_i + table[i][j - 1][k];
+                }
+            }
+        }
+        let counts = &table[n1][n2];
+        let total: f64 = counts.iter().sum();
+        let k = u.round() as usize;
+        let upper: f64 = counts[k..].iter().sum::<f64>() / total;
+        return Some((u1, (2.0 * upper).min(1.0)));
+    }
+    let mu = f1 * f2 / 2.0;
+    let sigma = (f1 * f2 / 12.0 * ((n + 1) as f64 - tie_term / (n * (n - 1)) as f64)).sqrt();
+    if sigma == 0.0 {
+        return Some((u1, 1.0));
+    }
+    let z = (u - mu - 0.5) / sigma;
+    let normal = statrs::distribution::Normal::new(0.0, 1.0).ok()?;
+    use statrs::distribution::ContinuousCDF;
+    Some((u1, (2.0 * normal.sf(z)).min(1.0)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +288,60 @@ mod tests {
         // 50/1000 vs 52/1000: noise. Pooled z-test with scipy.stats.norm.sf → 0.8389153997701586
         let p = two_proportion_p(50, 1000, 52, 1000);
         assert!((p - 0.838_915_399_770_158_6).abs() < 1e-9, "{p}");
+    }
+
+    #[test]
+    fn paired_matches_scipy() {
+        // scipy 1.17.1: d = log(b/a); ttest_1samp(d, 0) → t=-15.232822741821531,
+        // p=0.00010830636518841532; confidence_interval(0.95) → exp(low)-1 =
+        // -0.06001363309840879, exp(high)-1 = -0.04190378574954545; exp(mean)-1 =
+        // -0.05100190749640943
+        let a = [100., 102., 98., 101., 99.];
+        let b = [95., 97., 94., 95.5, 93.];
+        let r = paired_relative_change(&a, &b).unwrap();
+        assert!(
+            (r.p - 0.000_108_306_365_188_415_32).abs() < 1e-12,
+            "{}",
+            r.p
+        );
+        assert!((r.change + 0.051_001_907_496_409_43).abs() < 1e-12);
+        assert!(
+            (r.ci_t[0] + 0.060_013_633_098_408_79).abs() < 1e-9,
+            "{:?}",
+            r.ci_t
+        );
+        assert!(
+            (r.ci_t[1] + 0.041_903_785_749_545_45).abs() < 1e-9,
+            "{:?}",
+            r.ci_t
+        );
+        assert!(r.ci_bootstrap[0] < r.change && r.change < r.ci_bootstrap[1]);
+        assert!(paired_relative_change(&a, &b[..4]).is_none());
+    }
+
+    #[test]
+    fn mann_whitney_matches_scipy() {
+        // scipy 1.17.1, scipy.stats.mannwhitneyu(a, b, alternative="two-sided", method=…),
+        // computed once on this machine:
+        // exact: [1..5] vs [6..10] → U=0, p=0.007936507936507936
+        let (u, p) = mann_whitney(&[1., 2., 3., 4., 5.], &[6., 7., 8., 9., 10.]).unwrap();
+        assert_eq!(u, 0.0);
+        assert!((p - 0.007_936_507_936_507_936).abs() < 1e-12, "{p}");
+        // exact, three a side: the smallest possible p is 0.1
+        let (_, p) = mann_whitney(&[1.1, 2.5, 3.2], &[4.0, 5.1, 6.3]).unwrap();
+        assert!((p - 0.1).abs() < 1e-12, "{p}");
+        // exact: U=23, p=0.48484848484848486
+        let a = [10.5, 11.2, 9.8, 10.9, 11.5, 10.1];
+        let b = [9.9, 10.4, 11.1, 10.0, 10.8, 10.2];
+        let (u, p) = mann_whitney(&a, &b).unwrap();
+        assert_eq!(u, 23.0);
+        assert!((p - 0.484_848_484_848_484_86).abs() < 1e-12, "{p}");
+        // ties → asymptotic: U=17, p=0.12415307686326289
+        let a = [3., 1., 4., 1., 5., 9., 2., 6.];
+        let b = [5., 3., 5., 8., 9., 7., 9., 3.];
+        let (u, p) = mann_whitney(&a, &b).unwrap();
+        assert_eq!(u, 17.0);
+        assert!((p - 0.124_153_076_863_262_89).abs() < 1e-9, "{p}");
     }
 
     #[test]
