@@ -27,6 +27,7 @@ pub mod model;
 pub mod playbook;
 pub mod progress;
 pub mod provision;
+pub mod qemu;
 pub mod remote;
 pub mod report;
 pub mod rundir;

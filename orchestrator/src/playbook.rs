@@ -89,8 +89,30 @@ struct RawHost {
     qdisc: Option<Spanned<String>>,
     offloads: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
     mtu: Option<Spanned<u32>>,
+    /// qemu: the kernel to boot.
+    kernel: Option<Spanned<RawKernel>>,
+    /// qemu: guest memory in MiB and CPUs.
+    memory: Option<u32>,
+    cpus: Option<u32>,
+    /// qemu: programs of this machine to put in the guest (with their libraries).
+    #[serde(default)]
+    tools: Vec<String>,
     #[serde(default)]
     setup: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKernel {
+    /// `linux-source-6.1` (a Debian package) or a kernel tree's path.
+    source: Option<Spanned<String>>,
+    /// `tinyconfig` (default), `defconfig`, `allnoconfig`.
+    base: Option<Spanned<String>>,
+    #[serde(default)]
+    fragments: Vec<Spanned<String>>,
+    options: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
+    /// A bzImage/vmlinuz to boot as is.
+    image: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -217,8 +239,9 @@ impl Plan {
             Order::Sequential => true,
             Order::Concurrent => false,
             Order::Auto => {
-                matches!(self.baseline.provider, Provider::Lab(_))
-                    || matches!(self.candidate.provider, Provider::Lab(_))
+                // Lab hosts and qemu guests share this machine's CPUs: one at a time.
+                matches!(self.baseline.provider, Provider::Lab(_) | Provider::Qemu(_))
+                    || matches!(self.candidate.provider, Provider::Lab(_) | Provider::Qemu(_))
                     || self.workload.client_from == ClientFrom::Orchestrator
             }
         }
@@ -237,6 +260,7 @@ pub struct HostSpec {
 pub enum Provider {
     Lab(LabKnobs),
     Ssh(SshTarget),
+    Qemu(QemuSpec),
 }
 
 impl Provider {
@@ -244,8 +268,38 @@ impl Provider {
         match self {
             Provider::Lab(_) => "lab",
             Provider::Ssh(_) => "ssh",
+            Provider::Qemu(_) => "qemu",
         }
     }
+}
+
+/// A QEMU guest: its kernel, size, and the tools copied into it.
+#[derive(Clone, Debug)]
+pub struct QemuSpec {
+    pub kernel: KernelSpec,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    pub tools: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub enum KernelSpec {
+    /// Built from source: base config + fragments + inline options.
+    Source {
+        source: SourceTree,
+        base: String,
+        fragments: Vec<PathBuf>,
+        options: BTreeMap<String, String>,
+    },
+    /// A kernel image booted as is.
+    Image { path: PathBuf },
+}
+
+#[derive(Clone, Debug)]
+pub enum SourceTree {
+    /// `linux-source-X`: the tarball that Debian package installs in /usr/src.
+    DebianPackage(String),
+    Path(PathBuf),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -710,13 +764,18 @@ impl Validator<'_> {
             (Some(p), _) => p.value.clone(),
             (None, Some(_)) => "ssh".into(),
             (None, None) => {
-                return Err(self.err(pos, &path, "missing `provider`", "one of: lab, ssh"))
+                return Err(self.err(pos, &path, "missing `provider`", "one of: lab, ssh, qemu"))
             }
         };
         for s in &h.setup {
             self.template(s, &format!("{path}.setup"))?;
         }
         let setup = h.setup.iter().map(|s| s.value.clone()).collect();
+        if provider_name != "qemu" {
+            if let Some(k) = &h.kernel {
+                return Err(self.err(k.into(), &format!("{path}.kernel"), "`kernel:` is for qemu guests", "set provider: qemu, or remove it"));
+            }
+        }
         let lab_only = [
             ("sysctl", h.sysctl.as_ref().map(Pos::from)),
             ("nftables", h.nftables.as_ref().map(Pos::from)),
@@ -860,13 +919,101 @@ impl Validator<'_> {
                     known_hosts,
                 })
             }
+            "qemu" => {
+                if let Some((knob, Some(p))) = lab_only.iter().find(|(_, p)| p.is_some()) {
+                    return Err(self.err(
+                        *p,
+                        &format!("{path}.{knob}"),
+                        "runtime knobs are applied by the lab provider only",
+                        "for a qemu guest, put the change in `setup:` commands or in the kernel config",
+                    ));
+                }
+                let k = h.kernel.ok_or_else(|| {
+                    self.err(pos, &format!("{path}.kernel"), "a qemu host needs `kernel:`", "e.g. kernel: { source: linux-source-6.1, fragments: [kernel/lab-minimal.config] } or kernel: { image: path/to/bzImage }")
+                })?;
+                let kpos: Pos = (&k).into();
+                let k = k.value;
+                let kernel = match (k.source, k.image) {
+                    (Some(_), Some(i)) | (None, Some(i)) if !k.fragments.is_empty() || k.options.is_some() => {
+                        return Err(self.err((&i).into(), &format!("{path}.kernel.image"), "an image is booted as is: fragments and options need `source:`", ""));
+                    }
+                    (Some(src), Some(_)) => {
+                        return Err(self.err((&src).into(), &format!("{path}.kernel"), "give either `source:` or `image:`", ""));
+                    }
+                    (None, Some(i)) => {
+                        let p = self.dir.join(&i.value);
+                        if !p.is_file() {
+                            return Err(self.err((&i).into(), &format!("{path}.kernel.image"), format!("{} not found", p.display()), "paths are relative to the playbook's folder"));
+                        }
+                        KernelSpec::Image { path: p }
+                    }
+                    (Some(src), None) => {
+                        let tree = if src.value.starts_with("linux-source-") && !src.value.contains('/') {
+                            SourceTree::DebianPackage(src.value.clone())
+                        } else {
+                            let p = self.dir.join(&src.value);
+                            if !p.join("Makefile").is_file() {
+                                return Err(self.err((&src).into(), &format!("{path}.kernel.source"), format!("{} is not a kernel tree (no Makefile)", p.display()), "a Debian package name such as linux-source-6.1, or the path of a kernel tree"));
+                            }
+                            SourceTree::Path(p)
+                        };
+                        let base = k.base.as_ref().map(|b| b.value.clone()).unwrap_or_else(|| "tinyconfig".into());
+                        if !["tinyconfig", "defconfig", "allnoconfig", "x86_64_defconfig", "kvm_guest.config"].contains(&base.as_str()) && !base.ends_with("defconfig") {
+                            let bp = k.base.as_ref().map(Pos::from).unwrap_or(kpos);
+                            return Err(self.err(bp, &format!("{path}.kernel.base"), format!("unknown base config `{base}`"), "tinyconfig, defconfig or allnoconfig"));
+                        }
+                        let mut fragments = Vec::new();
+                        for (i, f) in k.fragments.iter().enumerate() {
+                            let p = self.dir.join(&f.value);
+                            if !p.is_file() {
+                                return Err(self.err(f.into(), &format!("{path}.kernel.fragments[{i}]"), format!("{} not found", p.display()), "paths are relative to the playbook's folder"));
+                            }
+                            fragments.push(p);
+                        }
+                        let mut options = BTreeMap::new();
+                        if let Some(o) = k.options {
+                            let opos: Pos = (&o).into();
+                            for (name, v) in o.value {
+                                let ok_name = name.starts_with("CONFIG_") && name[7..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') && name.len() > 7;
+                                if !ok_name {
+                                    return Err(self.err(opos, &format!("{path}.kernel.options"), format!("`{name}` is not a config option name"), "e.g. CONFIG_KASAN: y"));
+                                }
+                                let val = match &v {
+                                    serde_json::Value::Bool(true) => "y".to_string(),
+                                    serde_json::Value::Bool(false) => "n".to_string(),
+                                    serde_json::Value::String(s) if s.contains('\n') => {
+                                        return Err(self.err(opos, &format!("{path}.kernel.options.{name}"), "a value cannot span lines", ""));
+                                    }
+                                    other => scalar(other),
+                                };
+                                options.insert(name, val);
+                            }
+                        }
+                        KernelSpec::Source { source: tree, base, fragments, options }
+                    }
+                    (None, None) => {
+                        return Err(self.err(kpos, &format!("{path}.kernel"), "give `source:` (built with fragments) or `image:`", ""));
+                    }
+                };
+                for t in &h.tools {
+                    if t.is_empty() || t.contains(char::is_whitespace) {
+                        return Err(self.err(pos, &format!("{path}.tools"), format!("`{t}` is not a program name"), ""));
+                    }
+                }
+                Provider::Qemu(QemuSpec {
+                    kernel,
+                    memory_mb: h.memory.unwrap_or(1024).clamp(256, 65536),
+                    cpus: h.cpus.unwrap_or(2).clamp(1, 64),
+                    tools: h.tools.clone(),
+                })
+            }
             other => {
                 let p = h.provider.as_ref().map(Pos::from).unwrap_or(pos);
                 return Err(self.err(
                     p,
                     &format!("{path}.provider"),
                     format!("unknown provider `{other}`"),
-                    "one of: lab, ssh (qemu and command are planned)",
+                    "one of: lab, ssh, qemu",
                 ));
             }
         };

@@ -22,7 +22,7 @@ use crate::capture;
 use crate::facts;
 use crate::fold::FoldOptions;
 use crate::model::*;
-use crate::playbook::{ClientFrom, DeployStep, Plan, Provider};
+use crate::playbook::{ClientFrom, DeployStep, HostSpec, Plan, Provider};
 use crate::progress::Progress;
 use crate::provision::{self, Host, LabState};
 use crate::remote::Remote;
@@ -70,6 +70,10 @@ pub struct Ledger {
     pub work: Option<String>,
     /// Folder of the SSH control sockets of this run.
     pub control_dir: Option<PathBuf>,
+    /// QEMU guests of this run, killed at teardown.
+    pub vms: Arc<Mutex<Vec<crate::qemu::Vm>>>,
+    /// Per-run keys and initramfs images of the qemu guests.
+    pub qemu_dir: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -436,24 +440,38 @@ fn host_names(dir: &Path) -> (String, String) {
 }
 
 async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
-    let (lab, hosts, connected, work, control) = match ledger.lock() {
+    let (lab, hosts, connected, work, control, vms, qemu_dir) = match ledger.lock() {
         Ok(mut l) => (
             l.lab.take(),
             std::mem::take(&mut l.hosts),
             std::mem::take(&mut l.connected),
             l.work.take(),
             l.control_dir.take(),
+            l.vms.clone(),
+            l.qemu_dir.take(),
         ),
         Err(_) => return vec!["ledger poisoned".into()],
     };
     let mut errors = Vec::new();
+    // QEMU guests: killed by PID and reaped; nothing in them needs saving.
+    if let Ok(mut vms) = vms.lock() {
+        for mut vm in vms.drain(..) {
+            progress.step(&vm.role, "stopping the guest");
+            if !vm.kill() {
+                errors.push(format!("{}: QEMU (pid {}) could not be reaped", vm.role, vm.child.id()));
+            }
+        }
+    }
+    if let Some(d) = qemu_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
     // Remote work folders on hosts we do not own: stop what we started, remove
     // files. Only on hosts we reached (nothing ran on the others), both at once,
     // with one short connection attempt each.
     if let Some(work) = &work {
         let cleanups = hosts
             .iter()
-            .filter(|h| h.provider != "lab" && connected.contains(&h.role))
+            .filter(|h| h.provider == "ssh" && connected.contains(&h.role))
             .map(|h| async move {
                 progress.step(&h.role, "cleaning up");
                 let tmp = std::env::temp_dir().join("kdelta-teardown");
@@ -514,6 +532,76 @@ fn template_ctx(plan: &Plan, host: &Host, work: &str, repeat: u32) -> Value {
     Value::from_serialize(&map)
 }
 
+/// Builds (or takes from the cache) each guest's kernel, builds its initramfs with
+/// per-run keys, boots it and pins its host key. Kernels are built one after the
+/// other (they share the CPUs); a guest is in the ledger from the moment QEMU runs.
+async fn provision_guests(
+    plan: &Plan,
+    guests: &[(&HostSpec, &crate::playbook::QemuSpec)],
+    rd: &RunDir,
+    ledger: &Mutex<Ledger>,
+    control: &Path,
+    progress: &Progress,
+) -> Result<Vec<Host>> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = std::env::temp_dir().join(format!("kdq-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let vms = match ledger.lock() {
+        Ok(mut l) => {
+            l.qemu_dir = Some(dir.clone());
+            l.vms.clone()
+        }
+        Err(_) => bail!("ledger poisoned"),
+    };
+    let key = dir.join("id_ed25519");
+    let st = tokio::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "kdelta-run", "-f"])
+        .arg(&key)
+        .status()
+        .await
+        .context("ssh-keygen not found: install openssh-client")?;
+    if !st.success() {
+        bail!("ssh-keygen failed");
+    }
+    let pubkey = std::fs::read_to_string(dir.join("id_ed25519.pub"))?;
+    let known_hosts = dir.join("known_hosts");
+    let mut kh = String::new();
+    let mut hosts = Vec::new();
+    let mut kernels = Vec::new();
+    for (spec, q) in guests {
+        rd.ensure_host_dir(&spec.role)?;
+        let log = rd.host_file(&spec.role, "kernel-build.log");
+        let k = crate::qemu::prepare_kernel(q, &spec.role, &log, progress)
+            .await
+            .with_context(|| format!("{}: preparing the kernel", spec.role))?;
+        rundir::write_json(&rd.host_file(&spec.role, "kernel.json"), &k)?;
+        kernels.push(k);
+    }
+    for ((spec, q), k) in guests.iter().zip(&kernels) {
+        progress.step(&spec.role, "building the initramfs");
+        let (cpio, host_line) = {
+            let (dir, role, tools, pubkey) = (dir.clone(), spec.role.clone(), q.tools.clone(), pubkey.clone());
+            tokio::task::spawn_blocking(move || crate::qemu::build_initramfs(&dir, &role, &tools, &pubkey))
+                .await??
+        };
+        progress.step(&spec.role, "booting the guest");
+        let console = rd.host_file(&spec.role, "console.log");
+        let started = Instant::now();
+        let port = crate::qemu::boot(q, &spec.role, k, &cpio, &console, &vms, Duration::from_secs(300)).await?;
+        kh.push_str(&format!("[127.0.0.1]:{port} {host_line}\n"));
+        std::fs::write(&known_hosts, &kh)?;
+        progress.done(&spec.role, &format!("guest up in {:.1}s (ssh on 127.0.0.1:{port})", started.elapsed().as_secs_f64()));
+        hosts.push(Host {
+            role: spec.role.clone(),
+            provider: "qemu".into(),
+            address: "127.0.0.1".into(),
+            connect: crate::qemu::connect_spec(&spec.role, port, &key, &known_hosts, control, plan.timeouts.connect),
+        });
+    }
+    Ok(hosts)
+}
+
 /// Provisions both hosts (lab first) and records in the ledger what exists, also when
 /// building the lab failed half-way. Hosts come back baseline first.
 async fn provision_hosts(
@@ -522,6 +610,7 @@ async fn provision_hosts(
     control: &Path,
     progress: &Progress,
     roles: &[&str],
+    rd: Option<&RunDir>,
 ) -> Result<Vec<Host>> {
     let mut lab_specs = plan.lab_specs();
     lab_specs.retain(|s| roles.contains(&s.role.as_str()));
@@ -540,6 +629,20 @@ async fn provision_hosts(
         if matches!(s.provider, Provider::Ssh(_)) && roles.contains(&s.role.as_str()) {
             hosts.push(provision::ssh_host(s, control, plan.timeouts.connect)?);
         }
+    }
+    let guests: Vec<(&HostSpec, &crate::playbook::QemuSpec)> = [&plan.baseline, &plan.candidate]
+        .into_iter()
+        .filter(|s| roles.contains(&s.role.as_str()))
+        .filter_map(|s| match &s.provider {
+            Provider::Qemu(q) => Some((s, q)),
+            _ => None,
+        })
+        .collect();
+    if !guests.is_empty() {
+        let Some(rd) = rd else {
+            bail!("qemu hosts are provisioned by `kdelta run` and `kdelta gate` only");
+        };
+        hosts.extend(provision_guests(plan, &guests, rd, ledger, control, progress).await?);
     }
     hosts.sort_by_key(|h| if h.role == "baseline" { 0 } else { 1 });
     if let Ok(mut l) = ledger.lock() {
@@ -584,7 +687,7 @@ async fn pipeline(
     }
     let hosts: Vec<Host> = phase(log, "provision", None, async {
         std::fs::create_dir_all(&control)?;
-        let hosts = provision_hosts(plan, ledger, &control, progress, roles).await?;
+        let hosts = provision_hosts(plan, ledger, &control, progress, roles, Some(rd)).await?;
         // On a resumed run, keep the records of the roles not captured again.
         let earlier: Vec<HostRecord> = std::fs::read_to_string(rd.hosts_json())
             .ok()
@@ -1039,7 +1142,15 @@ pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
     let tmp = std::env::temp_dir().join(format!("kdelta-check-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let res: Result<()> = async {
-        let hosts = provision_hosts(plan, &ledger, &tmp, &progress, &ROLES).await?;
+        // qemu guests are checked for what they need, not booted (that may build kernels).
+        let mut roles: Vec<&str> = Vec::new();
+        for s in [&plan.baseline, &plan.candidate] {
+            match &s.provider {
+                Provider::Qemu(q) => lines.push(crate::qemu::preflight(q, &s.role)?),
+                _ => roles.push(s.role.as_str()),
+            }
+        }
+        let hosts = provision_hosts(plan, &ledger, &tmp, &progress, &roles, None).await?;
         if !plan.lab_specs().is_empty() {
             lines.push("lab: namespaces, veth links and sshd come up".into());
         }

@@ -1,0 +1,71 @@
+//! The debug-kernel incident end to end: `playbooks/qemu-kasan.yaml` builds Debian's
+//! linux-source-6.1 twice (with and without KASAN; cached in ~/.cache/kdelta after the
+//! first time), boots both under QEMU, runs iperf3 inside each guest, and must name
+//! CONFIG_KASAN with the throughput drop. Needs root and the packages `.ci/run`
+//! installs; no QEMU process may remain afterwards.
+
+mod common;
+use common::*;
+
+fn qemu_pids() -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", "qemu-system-x86_64"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn kasan_kernel_is_named_from_two_real_kernels() {
+    assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
+    let before = qemu_pids();
+    let tmp = tempfile::tempdir().unwrap();
+    // The shipped playbook, one repeat per guest to keep CI short.
+    let text = std::fs::read_to_string(repo().join("playbooks/qemu-kasan.yaml"))
+        .unwrap()
+        .replace("repeat: 2", "repeat: 1");
+    let pb = tmp.path().join("qemu-kasan.yaml");
+    std::fs::write(&pb, text).unwrap();
+    std::os::unix::fs::symlink(repo().join("playbooks/kernel"), tmp.path().join("kernel")).unwrap();
+    let out = tmp.path().join("out");
+    let o = kdelta()
+        .arg("run")
+        .arg(&pb)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let left: Vec<String> = qemu_pids().into_iter().filter(|p| !before.contains(p)).collect();
+    assert!(left.is_empty(), "QEMU left running: {left:?}");
+    assert!(matches!(o.status.code(), Some(0..=2)), "exit {:?}\n{stdout}\n{stderr}", o.status.code());
+    let run = only_run_dir(&out);
+    let s = read_json(&run.join("summary.json"));
+    // The real config delta: KASAN and what it drags along, from the guests' /proc/config.gz.
+    let delta: Vec<&str> = s["config_delta"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["option"].as_str().unwrap())
+        .collect();
+    assert!(delta.contains(&"CONFIG_KASAN"), "{delta:?}");
+    assert!(delta.len() > 5, "{delta:?}");
+    assert_eq!(s["attributions"][0]["cause"], "CONFIG_KASAN", "{}", s["attributions"]);
+    let tp = s["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "throughput")
+        .unwrap();
+    assert!(tp["change"].as_f64().unwrap() < -0.3, "{tp}");
+    // How each kernel was obtained is recorded.
+    for role in ["baseline", "candidate"] {
+        let k = read_json(&run.join("hosts").join(role).join("kernel.json"));
+        assert!(k["provenance"]["source"].as_str().unwrap().starts_with("linux-source-6.1"), "{k}");
+        assert!(run.join("hosts").join(role).join("console.log").is_file());
+    }
+}
