@@ -40,9 +40,16 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    let left: Vec<String> = qemu_pids().into_iter().filter(|p| !before.contains(p)).collect();
+    let left: Vec<String> = qemu_pids()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
     assert!(left.is_empty(), "QEMU left running: {left:?}");
-    assert!(matches!(o.status.code(), Some(0..=2)), "exit {:?}\n{stdout}\n{stderr}", o.status.code());
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "exit {:?}\n{stdout}\n{stderr}",
+        o.status.code()
+    );
     let run = only_run_dir(&out);
     let s = read_json(&run.join("summary.json"));
     // The real config delta: KASAN and what it drags along, from the guests' /proc/config.gz.
@@ -54,7 +61,11 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
         .collect();
     assert!(delta.contains(&"CONFIG_KASAN"), "{delta:?}");
     assert!(delta.len() > 5, "{delta:?}");
-    assert_eq!(s["attributions"][0]["cause"], "CONFIG_KASAN", "{}", s["attributions"]);
+    assert_eq!(
+        s["attributions"][0]["cause"], "CONFIG_KASAN",
+        "{}",
+        s["attributions"]
+    );
     let tp = s["metrics"]
         .as_array()
         .unwrap()
@@ -65,7 +76,13 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
     // How each kernel was obtained is recorded.
     for role in ["baseline", "candidate"] {
         let k = read_json(&run.join("hosts").join(role).join("kernel.json"));
-        assert!(k["provenance"]["source"].as_str().unwrap().starts_with("linux-source-6.1"), "{k}");
+        assert!(
+            k["provenance"]["source"]
+                .as_str()
+                .unwrap()
+                .starts_with("linux-source-6.1"),
+            "{k}"
+        );
         assert!(run.join("hosts").join(role).join("console.log").is_file());
     }
 }

@@ -569,7 +569,8 @@ struct Charged {
     /// (cause, matched function) → samples.
     per_symbol: BTreeMap<(usize, String), u64>,
     /// (cause) → top stacks (count, frames root first).
-    stacks: Vec<Vec<(u64, Vec<String>)>>,
+    /// Per cause: (samples, frames root first, index of the charged frame).
+    stacks: Vec<Vec<(u64, Vec<String>, usize)>>,
     /// Leaf self counts of samples no cause took.
     uncharged_self: BTreeMap<String, u64>,
 }
@@ -598,7 +599,9 @@ fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
                         .rev()
                         .map(|&f| p.names[f as usize].clone())
                         .collect();
-                    list.push((s.count, names));
+                    // `pos` counts from the leaf; the names run from the root.
+                    let charged = s.frames.len() - 1 - pos;
+                    list.push((s.count, names, charged));
                 }
             }
             None => {
@@ -717,10 +720,11 @@ pub fn attribute(
         let stacks = hot_stacks
             .iter()
             .take(3)
-            .map(|(n, frames)| EvidenceStack {
+            .map(|(n, frames, charged)| EvidenceStack {
                 side: hot_side.into(),
                 share: share(*n, hot_busy),
                 frames: frames.clone(),
+                charged: *charged,
             })
             .collect();
         out.push(Attribution {

@@ -314,6 +314,9 @@ pub struct EvidenceStack {
     pub share: f64,
     /// Root first.
     pub frames: Vec<String>,
+    /// Index in `frames` of the frame the sample was charged to.
+    #[serde(default)]
+    pub charged: usize,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

@@ -94,6 +94,9 @@ struct RawHost {
     /// qemu: guest memory in MiB and CPUs.
     memory: Option<u32>,
     cpus: Option<u32>,
+    /// qemu: `tcg` (default: works everywhere) or `kvm` (where /dev/kvm really works;
+    /// a /dev/kvm that opens is no proof: nested KVM can hang the guest).
+    accel: Option<Spanned<String>>,
     /// qemu: programs of this machine to put in the guest (with their libraries).
     #[serde(default)]
     tools: Vec<String>,
@@ -241,7 +244,10 @@ impl Plan {
             Order::Auto => {
                 // Lab hosts and qemu guests share this machine's CPUs: one at a time.
                 matches!(self.baseline.provider, Provider::Lab(_) | Provider::Qemu(_))
-                    || matches!(self.candidate.provider, Provider::Lab(_) | Provider::Qemu(_))
+                    || matches!(
+                        self.candidate.provider,
+                        Provider::Lab(_) | Provider::Qemu(_)
+                    )
                     || self.workload.client_from == ClientFrom::Orchestrator
             }
         }
@@ -280,6 +286,8 @@ pub struct QemuSpec {
     pub memory_mb: u32,
     pub cpus: u32,
     pub tools: Vec<String>,
+    /// QEMU accelerator: `tcg` or `kvm`.
+    pub accel: String,
 }
 
 #[derive(Clone, Debug)]
@@ -773,7 +781,12 @@ impl Validator<'_> {
         let setup = h.setup.iter().map(|s| s.value.clone()).collect();
         if provider_name != "qemu" {
             if let Some(k) = &h.kernel {
-                return Err(self.err(k.into(), &format!("{path}.kernel"), "`kernel:` is for qemu guests", "set provider: qemu, or remove it"));
+                return Err(self.err(
+                    k.into(),
+                    &format!("{path}.kernel"),
+                    "`kernel:` is for qemu guests",
+                    "set provider: qemu, or remove it",
+                ));
             }
         }
         let lab_only = [
@@ -934,21 +947,40 @@ impl Validator<'_> {
                 let kpos: Pos = (&k).into();
                 let k = k.value;
                 let kernel = match (k.source, k.image) {
-                    (Some(_), Some(i)) | (None, Some(i)) if !k.fragments.is_empty() || k.options.is_some() => {
-                        return Err(self.err((&i).into(), &format!("{path}.kernel.image"), "an image is booted as is: fragments and options need `source:`", ""));
+                    (Some(_), Some(i)) | (None, Some(i))
+                        if !k.fragments.is_empty() || k.options.is_some() =>
+                    {
+                        return Err(self.err(
+                            (&i).into(),
+                            &format!("{path}.kernel.image"),
+                            "an image is booted as is: fragments and options need `source:`",
+                            "",
+                        ));
                     }
                     (Some(src), Some(_)) => {
-                        return Err(self.err((&src).into(), &format!("{path}.kernel"), "give either `source:` or `image:`", ""));
+                        return Err(self.err(
+                            (&src).into(),
+                            &format!("{path}.kernel"),
+                            "give either `source:` or `image:`",
+                            "",
+                        ));
                     }
                     (None, Some(i)) => {
                         let p = self.dir.join(&i.value);
                         if !p.is_file() {
-                            return Err(self.err((&i).into(), &format!("{path}.kernel.image"), format!("{} not found", p.display()), "paths are relative to the playbook's folder"));
+                            return Err(self.err(
+                                (&i).into(),
+                                &format!("{path}.kernel.image"),
+                                format!("{} not found", p.display()),
+                                "paths are relative to the playbook's folder",
+                            ));
                         }
                         KernelSpec::Image { path: p }
                     }
                     (Some(src), None) => {
-                        let tree = if src.value.starts_with("linux-source-") && !src.value.contains('/') {
+                        let tree = if src.value.starts_with("linux-source-")
+                            && !src.value.contains('/')
+                        {
                             SourceTree::DebianPackage(src.value.clone())
                         } else {
                             let p = self.dir.join(&src.value);
@@ -957,16 +989,39 @@ impl Validator<'_> {
                             }
                             SourceTree::Path(p)
                         };
-                        let base = k.base.as_ref().map(|b| b.value.clone()).unwrap_or_else(|| "tinyconfig".into());
-                        if !["tinyconfig", "defconfig", "allnoconfig", "x86_64_defconfig", "kvm_guest.config"].contains(&base.as_str()) && !base.ends_with("defconfig") {
+                        let base = k
+                            .base
+                            .as_ref()
+                            .map(|b| b.value.clone())
+                            .unwrap_or_else(|| "tinyconfig".into());
+                        if ![
+                            "tinyconfig",
+                            "defconfig",
+                            "allnoconfig",
+                            "x86_64_defconfig",
+                            "kvm_guest.config",
+                        ]
+                        .contains(&base.as_str())
+                            && !base.ends_with("defconfig")
+                        {
                             let bp = k.base.as_ref().map(Pos::from).unwrap_or(kpos);
-                            return Err(self.err(bp, &format!("{path}.kernel.base"), format!("unknown base config `{base}`"), "tinyconfig, defconfig or allnoconfig"));
+                            return Err(self.err(
+                                bp,
+                                &format!("{path}.kernel.base"),
+                                format!("unknown base config `{base}`"),
+                                "tinyconfig, defconfig or allnoconfig",
+                            ));
                         }
                         let mut fragments = Vec::new();
                         for (i, f) in k.fragments.iter().enumerate() {
                             let p = self.dir.join(&f.value);
                             if !p.is_file() {
-                                return Err(self.err(f.into(), &format!("{path}.kernel.fragments[{i}]"), format!("{} not found", p.display()), "paths are relative to the playbook's folder"));
+                                return Err(self.err(
+                                    f.into(),
+                                    &format!("{path}.kernel.fragments[{i}]"),
+                                    format!("{} not found", p.display()),
+                                    "paths are relative to the playbook's folder",
+                                ));
                             }
                             fragments.push(p);
                         }
@@ -974,33 +1029,75 @@ impl Validator<'_> {
                         if let Some(o) = k.options {
                             let opos: Pos = (&o).into();
                             for (name, v) in o.value {
-                                let ok_name = name.starts_with("CONFIG_") && name[7..].bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_') && name.len() > 7;
+                                let ok_name = name.starts_with("CONFIG_")
+                                    && name[7..].bytes().all(|b| {
+                                        b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
+                                    })
+                                    && name.len() > 7;
                                 if !ok_name {
-                                    return Err(self.err(opos, &format!("{path}.kernel.options"), format!("`{name}` is not a config option name"), "e.g. CONFIG_KASAN: y"));
+                                    return Err(self.err(
+                                        opos,
+                                        &format!("{path}.kernel.options"),
+                                        format!("`{name}` is not a config option name"),
+                                        "e.g. CONFIG_KASAN: y",
+                                    ));
                                 }
                                 let val = match &v {
                                     serde_json::Value::Bool(true) => "y".to_string(),
                                     serde_json::Value::Bool(false) => "n".to_string(),
                                     serde_json::Value::String(s) if s.contains('\n') => {
-                                        return Err(self.err(opos, &format!("{path}.kernel.options.{name}"), "a value cannot span lines", ""));
+                                        return Err(self.err(
+                                            opos,
+                                            &format!("{path}.kernel.options.{name}"),
+                                            "a value cannot span lines",
+                                            "",
+                                        ));
                                     }
                                     other => scalar(other),
                                 };
                                 options.insert(name, val);
                             }
                         }
-                        KernelSpec::Source { source: tree, base, fragments, options }
+                        KernelSpec::Source {
+                            source: tree,
+                            base,
+                            fragments,
+                            options,
+                        }
                     }
                     (None, None) => {
-                        return Err(self.err(kpos, &format!("{path}.kernel"), "give `source:` (built with fragments) or `image:`", ""));
+                        return Err(self.err(
+                            kpos,
+                            &format!("{path}.kernel"),
+                            "give `source:` (built with fragments) or `image:`",
+                            "",
+                        ));
                     }
                 };
                 for t in &h.tools {
                     if t.is_empty() || t.contains(char::is_whitespace) {
-                        return Err(self.err(pos, &format!("{path}.tools"), format!("`{t}` is not a program name"), ""));
+                        return Err(self.err(
+                            pos,
+                            &format!("{path}.tools"),
+                            format!("`{t}` is not a program name"),
+                            "",
+                        ));
                     }
                 }
+                let accel = match h.accel.as_ref().map(|a| a.value.as_str()) {
+                    None | Some("tcg") => "tcg".to_string(),
+                    Some("kvm") => "kvm".to_string(),
+                    Some(o) => {
+                        return Err(self.err(
+                            h.accel.as_ref().map(Pos::from).unwrap_or(pos),
+                            &format!("{path}.accel"),
+                            format!("unknown accelerator `{o}`"),
+                            "tcg or kvm",
+                        ));
+                    }
+                };
                 Provider::Qemu(QemuSpec {
+                    accel,
                     kernel,
                     memory_mb: h.memory.unwrap_or(1024).clamp(256, 65536),
                     cpus: h.cpus.unwrap_or(2).clamp(1, 64),

@@ -40,7 +40,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(d).join("kdelta");
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/kdelta")
 }
 
@@ -69,7 +71,9 @@ async fn run_logged(cmd: &mut tokio::process::Command, what: &str, log: &Path) -
         .stderr(Stdio::from(f))
         .process_group(0)
         .kill_on_drop(true);
-    let child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
     let pgid = child.id().map(|p| p as i32);
     struct Group(Option<i32>);
     impl Drop for Group {
@@ -111,7 +115,10 @@ async fn source_tree(src: &SourceTree, log: &Path) -> Result<(PathBuf, String)> 
                 .with_context(|| format!("cannot run make in {}", p.display()))?;
             let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if v.is_empty() {
-                bail!("{}: `make kernelversion` printed nothing: is it a kernel tree?", p.display());
+                bail!(
+                    "{}: `make kernelversion` printed nothing: is it a kernel tree?",
+                    p.display()
+                );
             }
             Ok((p.clone(), format!("{} {v}", p.display())))
         }
@@ -151,10 +158,14 @@ async fn source_tree(src: &SourceTree, log: &Path) -> Result<(PathBuf, String)> 
 }
 
 /// Options a fragment or the inline list asks for, as `name → value` (`n` = off).
-pub fn requested_options(fragments: &[PathBuf], inline: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+pub fn requested_options(
+    fragments: &[PathBuf],
+    inline: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for f in fragments {
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read fragment {}", f.display()))?;
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read fragment {}", f.display()))?;
         // `# CONFIG_X is not set` parses as `n`.
         out.extend(KernelConfig::parse(&text).options);
     }
@@ -165,12 +176,16 @@ pub fn requested_options(fragments: &[PathBuf], inline: &BTreeMap<String, String
 }
 
 /// Requested options whose final value differs: `(option, requested, got)`.
-pub fn lost_options(requested: &BTreeMap<String, String>, fin: &KernelConfig) -> Vec<(String, String, String)> {
+pub fn lost_options(
+    requested: &BTreeMap<String, String>,
+    fin: &KernelConfig,
+) -> Vec<(String, String, String)> {
     requested
         .iter()
         .filter_map(|(k, want)| {
             let got = fin.get(k);
-            let same = got == want.trim_matches('"') || (want == "n" && got == "n")
+            let same = got == want.trim_matches('"')
+                || (want == "n" && got == "n")
                 || got.trim_matches('"') == want.trim_matches('"');
             (!same).then(|| (k.clone(), want.clone(), got.to_string()))
         })
@@ -178,7 +193,12 @@ pub fn lost_options(requested: &BTreeMap<String, String>, fin: &KernelConfig) ->
 }
 
 /// Builds (or finds in the cache) the kernel a host asks for.
-pub async fn prepare_kernel(spec: &QemuSpec, role: &str, log: &Path, progress: &Progress) -> Result<KernelImage> {
+pub async fn prepare_kernel(
+    spec: &QemuSpec,
+    role: &str,
+    log: &Path,
+    progress: &Progress,
+) -> Result<KernelImage> {
     match &spec.kernel {
         KernelSpec::Image { path } => Ok(KernelImage {
             image: path.clone(),
@@ -194,10 +214,18 @@ pub async fn prepare_kernel(spec: &QemuSpec, role: &str, log: &Path, progress: &
             progress.step(role, "kernel: preparing the source");
             let (tree, version) = source_tree(source, log).await?;
             let cache = cache_dir();
-            let tmp = cache.join("build").join(format!("cfg-{role}-{}", std::process::id()));
+            let tmp = cache
+                .join("build")
+                .join(format!("cfg-{role}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
             std::fs::create_dir_all(&tmp)?;
-            progress.step(role, &format!("kernel: {base} + {} fragment(s)", fragments.len() + usize::from(!options.is_empty())));
+            progress.step(
+                role,
+                &format!(
+                    "kernel: {base} + {} fragment(s)",
+                    fragments.len() + usize::from(!options.is_empty())
+                ),
+            );
             run_logged(
                 tokio::process::Command::new("make")
                     .arg("-C")
@@ -211,13 +239,21 @@ pub async fn prepare_kernel(spec: &QemuSpec, role: &str, log: &Path, progress: &
             // merge_config.sh runs in the source tree: absolute paths.
             let mut frags: Vec<PathBuf> = fragments
                 .iter()
-                .map(|f| std::fs::canonicalize(f).with_context(|| format!("fragment {}", f.display())))
+                .map(|f| {
+                    std::fs::canonicalize(f).with_context(|| format!("fragment {}", f.display()))
+                })
                 .collect::<Result<_>>()?;
             if !options.is_empty() {
                 let inline = tmp.join("kdelta-inline.config");
                 let text: String = options
                     .iter()
-                    .map(|(k, v)| if v == "n" { format!("# {k} is not set\n") } else { format!("{k}={v}\n") })
+                    .map(|(k, v)| {
+                        if v == "n" {
+                            format!("# {k} is not set\n")
+                        } else {
+                            format!("{k}={v}\n")
+                        }
+                    })
                     .collect();
                 std::fs::write(&inline, text)?;
                 frags.push(inline);
@@ -262,7 +298,9 @@ pub async fn prepare_kernel(spec: &QemuSpec, role: &str, log: &Path, progress: &
             // the config's generated header (it names the build time).
             let body: String = final_text
                 .lines()
-                .filter(|l| !l.starts_with("# Automatically generated") && !l.starts_with("# Linux/"))
+                .filter(|l| {
+                    !l.starts_with("# Automatically generated") && !l.starts_with("# Linux/")
+                })
                 .map(|l| format!("{l}\n"))
                 .collect();
             let key = crate::history::fingerprint(format!("{version}\n{body}").as_bytes());
@@ -281,8 +319,16 @@ pub async fn prepare_kernel(spec: &QemuSpec, role: &str, log: &Path, progress: &
                     let _ = std::fs::remove_dir_all(&build);
                     std::fs::rename(&tmp, &build)?;
                 }
-                let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-                progress.step(role, &format!("kernel: building {key} with {jobs} jobs (first time: minutes; log in {})", log.display()));
+                let jobs = std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2);
+                progress.step(
+                    role,
+                    &format!(
+                        "kernel: building {key} with {jobs} jobs (first time: minutes; log in {})",
+                        log.display()
+                    ),
+                );
                 run_logged(
                     tokio::process::Command::new("make")
                         .arg("-C")
@@ -299,7 +345,13 @@ pub async fn prepare_kernel(spec: &QemuSpec, role: &str, log: &Path, progress: &
                 std::fs::copy(build.join("arch/x86/boot/bzImage"), &staged)?;
                 std::fs::copy(build.join(".config"), out.join("config"))?;
                 std::fs::rename(&staged, &image)?;
-                progress.done(role, &format!("kernel {key} built in {:.0}s", started.elapsed().as_secs_f64()));
+                progress.done(
+                    role,
+                    &format!(
+                        "kernel {key} built in {:.0}s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
                 true
             };
             let _ = std::fs::remove_dir_all(&tmp);
@@ -339,7 +391,8 @@ fn copy_into(root: &Path, file: &Path) -> Result<()> {
     if let Some(p) = dest.parent() {
         std::fs::create_dir_all(p)?;
     }
-    std::fs::copy(file, &dest).with_context(|| format!("cannot copy {} into the initramfs", file.display()))?;
+    std::fs::copy(file, &dest)
+        .with_context(|| format!("cannot copy {} into the initramfs", file.display()))?;
     Ok(())
 }
 
@@ -374,10 +427,28 @@ exec setsid cttyhack sh -c 'while :; do sh; done'
 
 /// Builds the guest's initramfs under `dir`; returns its path and the host key line
 /// (`ssh-ed25519 AAAA…`) to pin.
-pub fn build_initramfs(dir: &Path, role: &str, tools: &[String], user_pubkey: &str) -> Result<(PathBuf, String)> {
+pub fn build_initramfs(
+    dir: &Path,
+    role: &str,
+    tools: &[String],
+    user_pubkey: &str,
+) -> Result<(PathBuf, String)> {
     let root = dir.join(format!("initramfs-{role}"));
     let _ = std::fs::remove_dir_all(&root);
-    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "etc/dropbear", "proc", "sys", "dev", "tmp", "root/.ssh", "run", "var/tmp"] {
+    for d in [
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/dropbear",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "root/.ssh",
+        "run",
+        "var/tmp",
+    ] {
         std::fs::create_dir_all(root.join(d))?;
     }
     let busybox = Path::new("/bin/busybox");
@@ -386,7 +457,11 @@ pub fn build_initramfs(dir: &Path, role: &str, tools: &[String], user_pubkey: &s
     }
     copy_into(&root, busybox)?;
     let mut bins: Vec<PathBuf> = Vec::new();
-    for t in ["dropbear", "perf"].iter().map(|s| s.to_string()).chain(tools.iter().cloned()) {
+    for t in ["dropbear", "perf"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(tools.iter().cloned())
+    {
         let p = which(&t).ok_or_else(|| {
             anyhow!("{role}: `{t}` is not installed here, and the guest gets its tools from this machine (install it: dropbear-bin, linux-perf, {t} …)")
         })?;
@@ -418,7 +493,11 @@ pub fn build_initramfs(dir: &Path, role: &str, tools: &[String], user_pubkey: &s
     if !st.success() {
         bail!("dropbearkey failed");
     }
-    let pubout = std::process::Command::new("dropbearkey").arg("-y").arg("-f").arg(&hostkey).output()?;
+    let pubout = std::process::Command::new("dropbearkey")
+        .arg("-y")
+        .arg("-f")
+        .arg(&hostkey)
+        .output()?;
     let host_line = String::from_utf8_lossy(&pubout.stdout)
         .lines()
         .find(|l| l.starts_with("ssh-"))
@@ -430,8 +509,14 @@ pub fn build_initramfs(dir: &Path, role: &str, tools: &[String], user_pubkey: &s
     std::fs::write(root.join("etc/shells"), "/bin/sh\n")?;
     std::fs::write(root.join("etc/hostname"), format!("kdelta-{role}\n"))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(root.join("root/.ssh"), std::fs::Permissions::from_mode(0o700))?;
-    std::fs::set_permissions(root.join("root/.ssh/authorized_keys"), std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(
+        root.join("root/.ssh"),
+        std::fs::Permissions::from_mode(0o700),
+    )?;
+    std::fs::set_permissions(
+        root.join("root/.ssh/authorized_keys"),
+        std::fs::Permissions::from_mode(0o600),
+    )?;
     std::fs::write(root.join("init"), INIT)?;
     std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755))?;
     let cpio = dir.join(format!("initramfs-{role}.cpio"));
@@ -505,18 +590,31 @@ pub async fn boot(
     boot_timeout: Duration,
 ) -> Result<u16> {
     let port = free_port()?;
-    let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
     let mut cmd = std::process::Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", if kvm { "kvm" } else { "tcg" }])
-        .args(["-m", &spec.memory_mb.to_string(), "-smp", &spec.cpus.to_string()])
-        .args(["-no-reboot", "-display", "none", "-monitor", "none", "-nodefaults"])
+    cmd.args(["-accel", &spec.accel])
+        .args([
+            "-m",
+            &spec.memory_mb.to_string(),
+            "-smp",
+            &spec.cpus.to_string(),
+        ])
+        .args([
+            "-no-reboot",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-nodefaults",
+        ])
         .arg("-kernel")
         .arg(&image.image)
         .arg("-initrd")
         .arg(initramfs)
         .args(["-append", "console=ttyS0 panic=-1 quiet"])
         .arg("-netdev")
-        .arg(format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"))
+        .arg(format!(
+            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
+        ))
         .args(["-device", "virtio-net-pci,netdev=n0"])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
@@ -528,20 +626,25 @@ pub async fn boot(
         .context("qemu-system-x86_64 not found: install qemu-system-x86")?;
     vms.lock()
         .map_err(|_| anyhow!("vm list poisoned"))?
-        .push(Vm { role: role.into(), child });
+        .push(Vm {
+            role: role.into(),
+            child,
+        });
     let start = Instant::now();
     loop {
         let text = std::fs::read_to_string(console).unwrap_or_default();
         if text.contains("KDELTA-READY") {
             return Ok(port);
         }
-        let exited = vms
-            .lock()
-            .ok()
-            .and_then(|mut v| v.iter_mut().find(|x| x.role == role).and_then(|x| x.child.try_wait().ok().flatten()));
+        let exited = vms.lock().ok().and_then(|mut v| {
+            v.iter_mut()
+                .find(|x| x.role == role)
+                .and_then(|x| x.child.try_wait().ok().flatten())
+        });
         if let Some(st) = exited {
             let tail: Vec<&str> = text.lines().rev().take(12).collect();
-            let qlog = std::fs::read_to_string(console.with_extension("qemu.log")).unwrap_or_default();
+            let qlog =
+                std::fs::read_to_string(console.with_extension("qemu.log")).unwrap_or_default();
             bail!(
                 "{role}: QEMU exited during boot ({st}); console tail:\n{}\n{}",
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
@@ -582,12 +685,19 @@ pub fn preflight(q: &QemuSpec, role: &str) -> Result<String> {
     }
     for t in &q.tools {
         if which(t).is_none() {
-            problems.push(format!("tool `{t}` is not installed here (the guest gets it from this machine)"));
+            problems.push(format!(
+                "tool `{t}` is not installed here (the guest gets it from this machine)"
+            ));
         }
     }
     let what = match &q.kernel {
         KernelSpec::Image { path } => format!("image {}", path.display()),
-        KernelSpec::Source { source, base, fragments, options } => {
+        KernelSpec::Source {
+            source,
+            base,
+            fragments,
+            options,
+        } => {
             if let SourceTree::DebianPackage(name) = source {
                 if !Path::new(&format!("/usr/src/{name}.tar.xz")).is_file() {
                     problems.push(format!("/usr/src/{name}.tar.xz missing (apt-get install {name} build-essential flex bison bc libelf-dev libssl-dev)"));
@@ -610,14 +720,27 @@ pub fn preflight(q: &QemuSpec, role: &str) -> Result<String> {
         }
     };
     if problems.is_empty() {
-        Ok(format!("{role}: qemu guest ready to build and boot ({what}; kernels cached in {})", cache_dir().join("kernels").display()))
+        Ok(format!(
+            "{role}: qemu guest ready to build and boot ({what}; kernels cached in {})",
+            cache_dir().join("kernels").display()
+        ))
     } else {
-        bail!("{role}: qemu guest cannot run here: {}", problems.join("; "))
+        bail!(
+            "{role}: qemu guest cannot run here: {}",
+            problems.join("; ")
+        )
     }
 }
 
 /// How to reach a booted guest.
-pub fn connect_spec(role: &str, port: u16, key: &Path, known_hosts: &Path, control: &Path, connect_timeout: u64) -> ConnectSpec {
+pub fn connect_spec(
+    role: &str,
+    port: u16,
+    key: &Path,
+    known_hosts: &Path,
+    control: &Path,
+    connect_timeout: u64,
+) -> ConnectSpec {
     ConnectSpec {
         role: role.into(),
         destination: "127.0.0.1".into(),
@@ -640,16 +763,28 @@ mod tests {
     fn requested_options_survive_or_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("kasan.config");
-        std::fs::write(&f, "CONFIG_KASAN=y\n# CONFIG_KASAN_INLINE is not set\nCONFIG_NR_CPUS=4\n").unwrap();
+        std::fs::write(
+            &f,
+            "CONFIG_KASAN=y\n# CONFIG_KASAN_INLINE is not set\nCONFIG_NR_CPUS=4\n",
+        )
+        .unwrap();
         let mut inline = BTreeMap::new();
         inline.insert("CONFIG_SLUB".to_string(), "y".to_string());
         let req = requested_options(&[f], &inline).unwrap();
         assert_eq!(req.len(), 4);
         let fin = KernelConfig::parse("CONFIG_KASAN=y\nCONFIG_NR_CPUS=4\nCONFIG_SLUB=y\n");
-        assert!(lost_options(&req, &fin).is_empty(), "absent reads as not set");
-        let fin = KernelConfig::parse("# CONFIG_KASAN is not set\nCONFIG_NR_CPUS=8\nCONFIG_SLUB=y\nCONFIG_KASAN_INLINE=y\n");
+        assert!(
+            lost_options(&req, &fin).is_empty(),
+            "absent reads as not set"
+        );
+        let fin = KernelConfig::parse(
+            "# CONFIG_KASAN is not set\nCONFIG_NR_CPUS=8\nCONFIG_SLUB=y\nCONFIG_KASAN_INLINE=y\n",
+        );
         let lost = lost_options(&req, &fin);
         let names: Vec<&str> = lost.iter().map(|l| l.0.as_str()).collect();
-        assert_eq!(names, ["CONFIG_KASAN", "CONFIG_KASAN_INLINE", "CONFIG_NR_CPUS"]);
+        assert_eq!(
+            names,
+            ["CONFIG_KASAN", "CONFIG_KASAN_INLINE", "CONFIG_NR_CPUS"]
+        );
     }
 }

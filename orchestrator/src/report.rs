@@ -139,6 +139,56 @@ fn env() -> Environment<'static> {
     env
 }
 
+/// One metric's repeats on both sides, laid out for an inline SVG strip chart.
+#[derive(serde::Serialize)]
+struct MetricChart {
+    name: String,
+    width: f64,
+    ticks: Vec<(f64, String)>,
+    baseline: Vec<(f64, String)>,
+    candidate: Vec<(f64, String)>,
+    baseline_mean: f64,
+    candidate_mean: f64,
+}
+
+fn metric_charts(summary: &Summary) -> Vec<MetricChart> {
+    let (w, left, right) = (560.0, 90.0, 20.0);
+    summary
+        .metrics
+        .iter()
+        .filter(|m| !m.baseline_values.is_empty() && !m.candidate_values.is_empty())
+        .map(|m| {
+            let all = m.baseline_values.iter().chain(&m.candidate_values);
+            let hi = all.clone().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let lo = all.fold(f64::INFINITY, |a, &b| a.min(b));
+            // From zero when all values are positive: the size of a drop is what matters.
+            let lo = if lo >= 0.0 { 0.0 } else { lo };
+            let hi = if hi <= lo { lo + 1.0 } else { hi * 1.05 };
+            let x = |v: f64| left + (w - left - right) * (v - lo) / (hi - lo);
+            let pts = |vs: &[f64]| {
+                vs.iter()
+                    .enumerate()
+                    .map(|(i, v)| (x(*v), format!("repeat {}: {}", i + 1, human(*v, &m.unit))))
+                    .collect()
+            };
+            MetricChart {
+                name: m.name.clone(),
+                width: w,
+                ticks: (0..=4)
+                    .map(|k| {
+                        let v = lo + (hi - lo) * k as f64 / 4.0;
+                        (x(v), human(v, &m.unit))
+                    })
+                    .collect(),
+                baseline: pts(&m.baseline_values),
+                candidate: pts(&m.candidate_values),
+                baseline_mean: x(m.baseline),
+                candidate_mean: x(m.candidate),
+            }
+        })
+        .collect()
+}
+
 /// Renders the HTML report.
 pub fn render_html(summary: &Summary, graphs: &Graphs, command: &str) -> Result<String> {
     let env = env();
@@ -158,6 +208,7 @@ pub fn render_html(summary: &Summary, graphs: &Graphs, command: &str) -> Result<
         },
         explained => explained,
         trends => crate::history::charts(&summary.history),
+        metric_charts => metric_charts(summary),
         command => command,
         generated => crate::rundir::utc_now(),
     })?)

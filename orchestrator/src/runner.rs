@@ -458,7 +458,11 @@ async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
         for mut vm in vms.drain(..) {
             progress.step(&vm.role, "stopping the guest");
             if !vm.kill() {
-                errors.push(format!("{}: QEMU (pid {}) could not be reaped", vm.role, vm.child.id()));
+                errors.push(format!(
+                    "{}: QEMU (pid {}) could not be reaped",
+                    vm.role,
+                    vm.child.id()
+                ));
             }
         }
     }
@@ -581,22 +585,51 @@ async fn provision_guests(
     for ((spec, q), k) in guests.iter().zip(&kernels) {
         progress.step(&spec.role, "building the initramfs");
         let (cpio, host_line) = {
-            let (dir, role, tools, pubkey) = (dir.clone(), spec.role.clone(), q.tools.clone(), pubkey.clone());
-            tokio::task::spawn_blocking(move || crate::qemu::build_initramfs(&dir, &role, &tools, &pubkey))
-                .await??
+            let (dir, role, tools, pubkey) = (
+                dir.clone(),
+                spec.role.clone(),
+                q.tools.clone(),
+                pubkey.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                crate::qemu::build_initramfs(&dir, &role, &tools, &pubkey)
+            })
+            .await??
         };
         progress.step(&spec.role, "booting the guest");
         let console = rd.host_file(&spec.role, "console.log");
         let started = Instant::now();
-        let port = crate::qemu::boot(q, &spec.role, k, &cpio, &console, &vms, Duration::from_secs(300)).await?;
+        let port = crate::qemu::boot(
+            q,
+            &spec.role,
+            k,
+            &cpio,
+            &console,
+            &vms,
+            Duration::from_secs(300),
+        )
+        .await?;
         kh.push_str(&format!("[127.0.0.1]:{port} {host_line}\n"));
         std::fs::write(&known_hosts, &kh)?;
-        progress.done(&spec.role, &format!("guest up in {:.1}s (ssh on 127.0.0.1:{port})", started.elapsed().as_secs_f64()));
+        progress.done(
+            &spec.role,
+            &format!(
+                "guest up in {:.1}s (ssh on 127.0.0.1:{port})",
+                started.elapsed().as_secs_f64()
+            ),
+        );
         hosts.push(Host {
             role: spec.role.clone(),
             provider: "qemu".into(),
             address: "127.0.0.1".into(),
-            connect: crate::qemu::connect_spec(&spec.role, port, &key, &known_hosts, control, plan.timeouts.connect),
+            connect: crate::qemu::connect_spec(
+                &spec.role,
+                port,
+                &key,
+                &known_hosts,
+                control,
+                plan.timeouts.connect,
+            ),
         });
     }
     Ok(hosts)

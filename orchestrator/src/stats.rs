@@ -76,7 +76,7 @@ pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
 /// the t distribution and from a bootstrap over pairs. None unless both sides have
 /// the same number (≥ 2) of positive values.
 pub fn paired_relative_change(a: &[f64], b: &[f64]) -> Option<Paired> {
-    if a.len() != b.len() || a.len() < 2 || a.iter().chain(b).any(|x| !(*x > 0.0)) {
+    if a.len() != b.len() || a.len() < 2 || a.iter().chain(b).any(|x| x.is_nan() || *x <= 0.0) {
         return None;
     }
     let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| (y / x).ln()).collect();
