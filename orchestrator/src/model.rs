@@ -125,6 +125,9 @@ pub struct HostsRecord {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostRecord {
     pub role: String,
+    /// The playbook's `label:` for the host, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     pub provider: String,
     pub destination: String,
     pub address: String,

@@ -152,7 +152,7 @@ struct MetricChart {
 }
 
 fn metric_charts(summary: &Summary) -> Vec<MetricChart> {
-    let (w, left, right) = (560.0, 90.0, 20.0);
+    let (w, left, right) = (580.0, 90.0, 44.0);
     summary
         .metrics
         .iter()

@@ -433,7 +433,11 @@ fn host_names(dir: &Path) -> (String, String) {
     let name = |role: &str| {
         rec.as_ref()
             .and_then(|r| r.hosts.iter().find(|h| h.role == role))
-            .map(|h| format!("{role} ({})", h.destination))
+            .map(|h| match &h.label {
+                Some(l) => format!("{role}: {l}"),
+                None if h.provider == "qemu" => format!("{role} (qemu guest)"),
+                None => format!("{role} ({})", h.destination),
+            })
             .unwrap_or_else(|| role.to_string())
     };
     (name("baseline"), name("candidate"))
@@ -735,6 +739,7 @@ async fn pipeline(
                 .into_iter()
                 .chain(hosts.iter().map(|h| HostRecord {
                     role: h.role.clone(),
+                    label: plan.host(&h.role).label.clone(),
                     provider: h.provider.clone(),
                     destination: h.connect.destination.clone(),
                     address: h.address.clone(),
