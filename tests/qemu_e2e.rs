@@ -1,8 +1,9 @@
-//! The debug-kernel incident end to end: `playbooks/qemu-kasan.yaml` builds Debian's
+//! Two real kernels under QEMU, end to end. `playbooks/qemu-kasan.yaml` builds Debian's
 //! linux-source-6.1 twice (with and without KASAN; cached in ~/.cache/kdelta after the
-//! first time), boots both under QEMU, runs iperf3 inside each guest, and must name
-//! CONFIG_KASAN with the throughput drop. Needs root and the packages `.ci/run`
-//! installs; no QEMU process may remain afterwards.
+//! first time), boots both, runs iperf3 inside each guest, and must name CONFIG_KASAN
+//! with the throughput drop. `playbooks/qemu-rt.yaml` boots Debian's generic and
+//! PREEMPT_RT kernel packages (downloaded with apt-get) and must name the RT family.
+//! Needs root and the packages `.ci/run` installs; no QEMU process may remain.
 
 mod common;
 use common::*;
@@ -21,6 +22,8 @@ fn qemu_pids() -> Vec<String> {
 #[test]
 fn kasan_kernel_is_named_from_two_real_kernels() {
     assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
+    // One QEMU test at a time: guests share the CPUs.
+    let _lock = lab_lock();
     let before = qemu_pids();
     let tmp = tempfile::tempdir().unwrap();
     // The shipped playbook, one repeat per guest to keep CI short.
@@ -84,5 +87,60 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
             "{k}"
         );
         assert!(run.join("hosts").join(role).join("console.log").is_file());
+    }
+}
+
+#[test]
+fn preempt_rt_package_is_named_from_two_debian_kernels() {
+    assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
+    let _lock = lab_lock();
+    let before = qemu_pids();
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("playbooks/qemu-rt.yaml"))
+        .unwrap()
+        .replace("repeat: 2", "repeat: 1");
+    let pb = tmp.path().join("qemu-rt.yaml");
+    std::fs::write(&pb, text).unwrap();
+    let out = tmp.path().join("out");
+    let o = kdelta()
+        .arg("run")
+        .arg(&pb)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let left: Vec<String> = qemu_pids()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(left.is_empty(), "QEMU left running: {left:?}");
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "exit {:?}\n{stdout}\n{stderr}",
+        o.status.code()
+    );
+    let run = only_run_dir(&out);
+    let s = read_json(&run.join("summary.json"));
+    // The real delta of Debian's generic and RT 6.1 configs (38 options in the
+    // fixtures of the same release), read from /boot/config-* inside the guests.
+    let n = s["config_delta"].as_array().unwrap().len();
+    assert!((30..=50).contains(&n), "{n} options differ");
+    let top = s["attributions"][0]["cause"].as_str().unwrap_or("");
+    let family = [
+        "CONFIG_PREEMPT_RT",
+        "CONFIG_PREEMPT",
+        "CONFIG_PREEMPTION",
+        "CONFIG_PREEMPT_LAZY",
+    ];
+    assert!(
+        family.contains(&top),
+        "top cause {top}: {}",
+        s["attributions"]
+    );
+    for role in ["baseline", "candidate"] {
+        let k = read_json(&run.join("hosts").join(role).join("kernel.json"));
+        assert!(k["release"].as_str().unwrap().starts_with("6.1."), "{k}");
     }
 }

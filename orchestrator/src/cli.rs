@@ -427,8 +427,15 @@ async fn lab(cmd: LabCmd) -> Result<i32> {
     match cmd {
         LabCmd::Status => {
             let (labs, stray) = crate::provision::lab_list();
-            if labs.is_empty() && stray.is_empty() {
+            let vms = crate::qemu::leftovers();
+            if labs.is_empty() && stray.is_empty() && vms.is_empty() {
                 println!("no kdelta labs");
+            }
+            for (pid, alive) in vms {
+                println!(
+                    "QEMU guest pid {pid}{}: `kdelta lab down --all` kills it (also the guests of a run still in progress)",
+                    if alive { "" } else { " (gone; state file left)" }
+                );
             }
             for l in labs {
                 println!(
@@ -447,8 +454,10 @@ async fn lab(cmd: LabCmd) -> Result<i32> {
         }
         LabCmd::Down { all, id } => {
             if all {
-                let (n, errors) = crate::provision::lab_down_all();
-                println!("removed {n} lab(s)");
+                let (n, mut errors) = crate::provision::lab_down_all();
+                let (v, verrors) = crate::qemu::down_all();
+                errors.extend(verrors);
+                println!("removed {n} lab(s), killed {v} leftover QEMU guest(s)");
                 for e in &errors {
                     eprintln!("kdelta: {e}");
                 }

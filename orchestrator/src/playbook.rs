@@ -116,6 +116,8 @@ struct RawKernel {
     options: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
     /// A bzImage/vmlinuz to boot as is.
     image: Option<Spanned<String>>,
+    /// A Debian kernel image package (`linux-image-rt-amd64`, `linux-image-6.1.0-28-amd64`).
+    package: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +303,8 @@ pub enum KernelSpec {
     },
     /// A kernel image booted as is.
     Image { path: PathBuf },
+    /// A Debian kernel image package, resolved and downloaded at run time.
+    Package { name: String },
 }
 
 #[derive(Clone, Debug)]
@@ -946,132 +950,158 @@ impl Validator<'_> {
                 })?;
                 let kpos: Pos = (&k).into();
                 let k = k.value;
-                let kernel = match (k.source, k.image) {
-                    (Some(_), Some(i)) | (None, Some(i))
-                        if !k.fragments.is_empty() || k.options.is_some() =>
+                let kernel = if let Some(pkg) = k.package {
+                    if k.source.is_some()
+                        || k.image.is_some()
+                        || !k.fragments.is_empty()
+                        || k.options.is_some()
                     {
                         return Err(self.err(
-                            (&i).into(),
-                            &format!("{path}.kernel.image"),
-                            "an image is booted as is: fragments and options need `source:`",
-                            "",
+                            (&pkg).into(),
+                            &format!("{path}.kernel.package"),
+                            "a package is booted as built: give `package:` alone",
+                            "to change its config, build from source (kernel.source + fragments)",
                         ));
                     }
-                    (Some(src), Some(_)) => {
-                        return Err(self.err(
-                            (&src).into(),
-                            &format!("{path}.kernel"),
-                            "give either `source:` or `image:`",
-                            "",
-                        ));
+                    let ok = pkg.value.starts_with("linux-image-")
+                        && pkg
+                            .value
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.+".contains(&b));
+                    if !ok {
+                        return Err(self.err((&pkg).into(), &format!("{path}.kernel.package"), format!("`{}` is not a Debian kernel image package", pkg.value), "e.g. linux-image-amd64, linux-image-rt-amd64, linux-image-6.1.0-28-amd64"));
                     }
-                    (None, Some(i)) => {
-                        let p = self.dir.join(&i.value);
-                        if !p.is_file() {
+                    KernelSpec::Package { name: pkg.value }
+                } else {
+                    match (k.source, k.image) {
+                        (Some(_), Some(i)) | (None, Some(i))
+                            if !k.fragments.is_empty() || k.options.is_some() =>
+                        {
                             return Err(self.err(
                                 (&i).into(),
                                 &format!("{path}.kernel.image"),
-                                format!("{} not found", p.display()),
-                                "paths are relative to the playbook's folder",
+                                "an image is booted as is: fragments and options need `source:`",
+                                "",
                             ));
                         }
-                        KernelSpec::Image { path: p }
-                    }
-                    (Some(src), None) => {
-                        let tree = if src.value.starts_with("linux-source-")
-                            && !src.value.contains('/')
-                        {
-                            SourceTree::DebianPackage(src.value.clone())
-                        } else {
-                            let p = self.dir.join(&src.value);
-                            if !p.join("Makefile").is_file() {
-                                return Err(self.err((&src).into(), &format!("{path}.kernel.source"), format!("{} is not a kernel tree (no Makefile)", p.display()), "a Debian package name such as linux-source-6.1, or the path of a kernel tree"));
-                            }
-                            SourceTree::Path(p)
-                        };
-                        let base = k
-                            .base
-                            .as_ref()
-                            .map(|b| b.value.clone())
-                            .unwrap_or_else(|| "tinyconfig".into());
-                        if ![
-                            "tinyconfig",
-                            "defconfig",
-                            "allnoconfig",
-                            "x86_64_defconfig",
-                            "kvm_guest.config",
-                        ]
-                        .contains(&base.as_str())
-                            && !base.ends_with("defconfig")
-                        {
-                            let bp = k.base.as_ref().map(Pos::from).unwrap_or(kpos);
+                        (Some(src), Some(_)) => {
                             return Err(self.err(
-                                bp,
-                                &format!("{path}.kernel.base"),
-                                format!("unknown base config `{base}`"),
-                                "tinyconfig, defconfig or allnoconfig",
+                                (&src).into(),
+                                &format!("{path}.kernel"),
+                                "give either `source:` or `image:`",
+                                "",
                             ));
                         }
-                        let mut fragments = Vec::new();
-                        for (i, f) in k.fragments.iter().enumerate() {
-                            let p = self.dir.join(&f.value);
+                        (None, Some(i)) => {
+                            let p = self.dir.join(&i.value);
                             if !p.is_file() {
                                 return Err(self.err(
-                                    f.into(),
-                                    &format!("{path}.kernel.fragments[{i}]"),
+                                    (&i).into(),
+                                    &format!("{path}.kernel.image"),
                                     format!("{} not found", p.display()),
                                     "paths are relative to the playbook's folder",
                                 ));
                             }
-                            fragments.push(p);
+                            KernelSpec::Image { path: p }
                         }
-                        let mut options = BTreeMap::new();
-                        if let Some(o) = k.options {
-                            let opos: Pos = (&o).into();
-                            for (name, v) in o.value {
-                                let ok_name = name.starts_with("CONFIG_")
-                                    && name[7..].bytes().all(|b| {
-                                        b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'
-                                    })
-                                    && name.len() > 7;
-                                if !ok_name {
+                        (Some(src), None) => {
+                            let tree = if src.value.starts_with("linux-source-")
+                                && !src.value.contains('/')
+                            {
+                                SourceTree::DebianPackage(src.value.clone())
+                            } else {
+                                let p = self.dir.join(&src.value);
+                                if !p.join("Makefile").is_file() {
+                                    return Err(self.err((&src).into(), &format!("{path}.kernel.source"), format!("{} is not a kernel tree (no Makefile)", p.display()), "a Debian package name such as linux-source-6.1, or the path of a kernel tree"));
+                                }
+                                SourceTree::Path(p)
+                            };
+                            let base = k
+                                .base
+                                .as_ref()
+                                .map(|b| b.value.clone())
+                                .unwrap_or_else(|| "tinyconfig".into());
+                            if ![
+                                "tinyconfig",
+                                "defconfig",
+                                "allnoconfig",
+                                "x86_64_defconfig",
+                                "kvm_guest.config",
+                            ]
+                            .contains(&base.as_str())
+                                && !base.ends_with("defconfig")
+                            {
+                                let bp = k.base.as_ref().map(Pos::from).unwrap_or(kpos);
+                                return Err(self.err(
+                                    bp,
+                                    &format!("{path}.kernel.base"),
+                                    format!("unknown base config `{base}`"),
+                                    "tinyconfig, defconfig or allnoconfig",
+                                ));
+                            }
+                            let mut fragments = Vec::new();
+                            for (i, f) in k.fragments.iter().enumerate() {
+                                let p = self.dir.join(&f.value);
+                                if !p.is_file() {
                                     return Err(self.err(
-                                        opos,
-                                        &format!("{path}.kernel.options"),
-                                        format!("`{name}` is not a config option name"),
-                                        "e.g. CONFIG_KASAN: y",
+                                        f.into(),
+                                        &format!("{path}.kernel.fragments[{i}]"),
+                                        format!("{} not found", p.display()),
+                                        "paths are relative to the playbook's folder",
                                     ));
                                 }
-                                let val = match &v {
-                                    serde_json::Value::Bool(true) => "y".to_string(),
-                                    serde_json::Value::Bool(false) => "n".to_string(),
-                                    serde_json::Value::String(s) if s.contains('\n') => {
+                                fragments.push(p);
+                            }
+                            let mut options = BTreeMap::new();
+                            if let Some(o) = k.options {
+                                let opos: Pos = (&o).into();
+                                for (name, v) in o.value {
+                                    let ok_name = name.starts_with("CONFIG_")
+                                        && name[7..].bytes().all(|b| {
+                                            b.is_ascii_uppercase()
+                                                || b.is_ascii_digit()
+                                                || b == b'_'
+                                        })
+                                        && name.len() > 7;
+                                    if !ok_name {
                                         return Err(self.err(
                                             opos,
-                                            &format!("{path}.kernel.options.{name}"),
-                                            "a value cannot span lines",
-                                            "",
+                                            &format!("{path}.kernel.options"),
+                                            format!("`{name}` is not a config option name"),
+                                            "e.g. CONFIG_KASAN: y",
                                         ));
                                     }
-                                    other => scalar(other),
-                                };
-                                options.insert(name, val);
+                                    let val = match &v {
+                                        serde_json::Value::Bool(true) => "y".to_string(),
+                                        serde_json::Value::Bool(false) => "n".to_string(),
+                                        serde_json::Value::String(s) if s.contains('\n') => {
+                                            return Err(self.err(
+                                                opos,
+                                                &format!("{path}.kernel.options.{name}"),
+                                                "a value cannot span lines",
+                                                "",
+                                            ));
+                                        }
+                                        other => scalar(other),
+                                    };
+                                    options.insert(name, val);
+                                }
+                            }
+                            KernelSpec::Source {
+                                source: tree,
+                                base,
+                                fragments,
+                                options,
                             }
                         }
-                        KernelSpec::Source {
-                            source: tree,
-                            base,
-                            fragments,
-                            options,
+                        (None, None) => {
+                            return Err(self.err(
+                                kpos,
+                                &format!("{path}.kernel"),
+                                "give `source:` (built with fragments), `package:` or `image:`",
+                                "",
+                            ));
                         }
-                    }
-                    (None, None) => {
-                        return Err(self.err(
-                            kpos,
-                            &format!("{path}.kernel"),
-                            "give `source:` (built with fragments) or `image:`",
-                            "",
-                        ));
                     }
                 };
                 for t in &h.tools {

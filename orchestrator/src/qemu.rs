@@ -8,6 +8,8 @@
 //!   are cached by a fingerprint of the source version and the final `.config`
 //!   (`~/.cache/kdelta/kernels/<fingerprint>/`), so a second run boots in seconds;
 //!   the build folder is kept per fingerprint, so an interrupted build resumes;
+//! - a **Debian kernel package** (`linux-image-rt-amd64` resolves to the current ABI),
+//!   downloaded once into the cache, with its virtio modules loaded at boot;
 //! - a **local image** (`bzImage`/`vmlinuz`).
 //!
 //! The guest runs from an initramfs kdelta builds per run: static busybox, dropbear
@@ -51,7 +53,165 @@ pub fn cache_dir() -> PathBuf {
 pub struct KernelImage {
     pub image: PathBuf,
     pub config: Option<PathBuf>,
+    /// `uname -r` of the kernel, when known (packages): names /lib/modules and /boot/config-*.
+    #[serde(default)]
+    pub release: Option<String>,
+    /// Modules the guest loads at boot, in order (a packaged kernel's virtio drivers).
+    #[serde(default)]
+    pub modules: Vec<PathBuf>,
     pub provenance: serde_json::Value,
+}
+
+/// The virtio network driver and what it needs, in load order (Debian's generic and
+/// RT kernels build them as modules).
+const GUEST_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// A Debian kernel package: resolves a meta package (`linux-image-rt-amd64`) to the
+/// current ABI (`linux-image-6.1.0-28-rt-amd64`), downloads it once into the cache and
+/// extracts the image, its config and the guest's modules.
+async fn package_kernel(name: &str, log: &Path) -> Result<KernelImage> {
+    // `linux-image-6.1.0-28-rt-amd64` carries an ABI; `linux-image-rt-amd64` does not.
+    let versioned = |n: &str| {
+        n.strip_prefix("linux-image-")
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let mut resolved = name.to_string();
+    for _ in 0..3 {
+        if versioned(&resolved) {
+            break;
+        }
+        let out = tokio::process::Command::new("apt-cache")
+            .args(["depends", "--no-recommends", "--no-suggests", &resolved])
+            .output()
+            .await
+            .context("apt-cache not found: the package path needs Debian's apt")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let next = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .map(str::trim)
+            .find(|d| d.starts_with("linux-image-"));
+        match next {
+            Some(n) => resolved = n.to_string(),
+            None => bail!(
+                "{name}: apt-cache names no linux-image dependency (is `apt-get update` done?)"
+            ),
+        }
+    }
+    let cache = cache_dir().join("packages");
+    let dir = cache.join(&resolved);
+    let marker = dir.join(".extracted");
+    if !marker.is_file() {
+        std::fs::create_dir_all(&cache)?;
+        let dl = cache.join("debs");
+        std::fs::create_dir_all(&dl)?;
+        run_logged(
+            tokio::process::Command::new("apt-get")
+                .args(["download", &resolved])
+                .current_dir(&dl),
+            &format!("apt-get download {resolved}"),
+            log,
+        )
+        .await
+        .with_context(|| format!("cannot download {resolved} (is `apt-get update` done and the package in your sources?)"))?;
+        let deb = std::fs::read_dir(&dl)?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{resolved}_")) && n.ends_with(".deb"))
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "apt-get download left no {resolved}_*.deb in {}",
+                    dl.display()
+                )
+            })?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut patterns = vec!["./boot/*".to_string()];
+        patterns.extend(GUEST_MODULES.iter().map(|m| format!("*/{m}.ko")));
+        let script = format!(
+            "dpkg-deb --fsys-tarfile {} | tar -x -C {} --wildcards {}",
+            crate::shell::quote(&deb.display().to_string()),
+            crate::shell::quote(&dir.display().to_string()),
+            patterns
+                .iter()
+                .map(|p| crate::shell::quote(p))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        run_logged(
+            tokio::process::Command::new("sh").arg("-c").arg(&script),
+            &format!("extract {}", deb.display()),
+            log,
+        )
+        .await?;
+        std::fs::write(&marker, "")?;
+    }
+    let boot = dir.join("boot");
+    let vmlinuz = std::fs::read_dir(&boot)
+        .with_context(|| format!("{resolved}: no /boot in the package"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| {
+            anyhow!("{resolved}: the package has no /boot/vmlinuz-*: is it a kernel image package?")
+        })?;
+    let release = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .unwrap_or_default()
+        .to_string();
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+    find_modules(&dir.join("lib"), &mut found);
+    find_modules(&dir.join("usr/lib"), &mut found);
+    // Built-in drivers have no .ko: load what exists, in dependency order.
+    let modules: Vec<PathBuf> = GUEST_MODULES
+        .iter()
+        .filter_map(|m| found.get(*m).cloned())
+        .collect();
+    let config = boot.join(format!("config-{release}"));
+    Ok(KernelImage {
+        image: vmlinuz,
+        config: config.is_file().then_some(config),
+        release: Some(release.clone()),
+        modules,
+        provenance: serde_json::json!({ "package": name, "resolved": resolved, "release": release }),
+    })
+}
+
+fn find_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            find_modules(&p, out);
+        } else if let Some(stem) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
+            out.insert(stem.to_string(), p.clone());
+        }
+    }
 }
 
 /// Runs a command, its output appended to `log`; fails with the log's tail. The
@@ -203,8 +363,23 @@ pub async fn prepare_kernel(
         KernelSpec::Image { path } => Ok(KernelImage {
             image: path.clone(),
             config: None,
+            release: None,
+            modules: vec![],
             provenance: serde_json::json!({ "image": path }),
         }),
+        KernelSpec::Package { name } => {
+            progress.step(role, &format!("kernel: package {name}"));
+            let k = package_kernel(name, log).await?;
+            progress.done(
+                role,
+                &format!(
+                    "kernel {} from {}",
+                    k.release.as_deref().unwrap_or("?"),
+                    name
+                ),
+            );
+            Ok(k)
+        }
         KernelSpec::Source {
             source,
             base,
@@ -358,6 +533,8 @@ pub async fn prepare_kernel(
             Ok(KernelImage {
                 image,
                 config: Some(out.join("config")),
+                release: None,
+                modules: vec![],
                 provenance: serde_json::json!({
                     "source": version,
                     "base": base,
@@ -432,6 +609,7 @@ pub fn build_initramfs(
     role: &str,
     tools: &[String],
     user_pubkey: &str,
+    kernel: &KernelImage,
 ) -> Result<(PathBuf, String)> {
     let root = dir.join(format!("initramfs-{role}"));
     let _ = std::fs::remove_dir_all(&root);
@@ -517,6 +695,23 @@ pub fn build_initramfs(
         root.join("root/.ssh/authorized_keys"),
         std::fs::Permissions::from_mode(0o600),
     )?;
+    if let Some(rel) = &kernel.release {
+        // Modules in load order, and the config where facts look for it.
+        let mdir = root.join("lib/modules").join(rel);
+        std::fs::create_dir_all(&mdir)?;
+        let mut order = String::new();
+        for m in &kernel.modules {
+            let name = m.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
+            std::fs::copy(m, mdir.join(format!("{name}.ko")))?;
+            order.push_str(name);
+            order.push('\n');
+        }
+        std::fs::write(mdir.join("order"), order)?;
+        if let Some(c) = &kernel.config {
+            std::fs::create_dir_all(root.join("boot"))?;
+            std::fs::copy(c, root.join("boot").join(format!("config-{rel}")))?;
+        }
+    }
     std::fs::write(root.join("init"), INIT)?;
     std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755))?;
     let cpio = dir.join(format!("initramfs-{role}.cpio"));
@@ -562,6 +757,10 @@ fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// One file per running guest, named by QEMU's PID, written as soon as QEMU runs:
+/// `kdelta lab down --all` kills the guests of a kdelta that was itself killed.
+pub const VM_STATE_DIR: &str = "/run/kdelta/vms";
+
 /// A running guest, for teardown.
 #[derive(Debug)]
 pub struct Vm {
@@ -573,8 +772,56 @@ impl Vm {
     /// Kills QEMU and reaps it; true when it is gone.
     pub fn kill(&mut self) -> bool {
         let _ = self.child.kill();
-        self.child.wait().is_ok()
+        let gone = self.child.wait().is_ok();
+        let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(self.child.id().to_string()));
+        gone
     }
+}
+
+/// Is `pid` a QEMU that kdelta started (its command line names a kdelta initramfs)?
+fn is_our_qemu(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("qemu-system") && c.contains("/kdq-")
+        })
+        .unwrap_or(false)
+}
+
+/// Guests left by a kdelta that could not tear down (killed with SIGKILL):
+/// `(pid, state file)`; state files of processes already gone are listed too.
+pub fn leftovers() -> Vec<(u32, bool)> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(VM_STATE_DIR) {
+        for e in rd.flatten() {
+            if let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() {
+                out.push((pid, is_our_qemu(pid)));
+            }
+        }
+    }
+    out
+}
+
+/// Kills leftover guests and removes their state files; returns how many ran.
+pub fn down_all() -> (usize, Vec<String>) {
+    let mut n = 0;
+    let mut errors = Vec::new();
+    for (pid, alive) in leftovers() {
+        if alive {
+            // SAFETY: kill(2) on a PID whose command line we just checked.
+            let r = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            if r != 0 {
+                errors.push(format!(
+                    "cannot kill QEMU pid {pid}: {}",
+                    std::io::Error::last_os_error()
+                ));
+                continue;
+            }
+            n += 1;
+        }
+        let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(pid.to_string()));
+    }
+    (n, errors)
 }
 
 /// Boots a guest and waits until its console says it is ready. The VM is pushed to
@@ -624,6 +871,11 @@ pub async fn boot(
     let child = cmd
         .spawn()
         .context("qemu-system-x86_64 not found: install qemu-system-x86")?;
+    let _ = std::fs::create_dir_all(VM_STATE_DIR);
+    let _ = std::fs::write(
+        Path::new(VM_STATE_DIR).join(child.id().to_string()),
+        format!("{role} {}\n", console.display()),
+    );
     vms.lock()
         .map_err(|_| anyhow!("vm list poisoned"))?
         .push(Vm {
@@ -692,6 +944,16 @@ pub fn preflight(q: &QemuSpec, role: &str) -> Result<String> {
     }
     let what = match &q.kernel {
         KernelSpec::Image { path } => format!("image {}", path.display()),
+        KernelSpec::Package { name } => {
+            for (tool, pkg) in [("apt-get", "apt"), ("dpkg-deb", "dpkg")] {
+                if which(tool).is_none() {
+                    problems.push(format!(
+                        "{tool} missing ({pkg}): kernel packages need Debian's tools"
+                    ));
+                }
+            }
+            format!("package {name}")
+        }
         KernelSpec::Source {
             source,
             base,

@@ -46,7 +46,22 @@ fn flame(folded: &[u8], title: &str, diff: bool) -> std::io::Result<String> {
     let mut out = Vec::new();
     let lines = std::str::from_utf8(folded).unwrap_or("").lines();
     inferno::flamegraph::from_lines(&mut opts, lines, &mut out)?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
+    Ok(guard_history(&String::from_utf8_lossy(&out)))
+}
+
+/// inferno's script records the search term and zoom in the URL with
+/// `history.replaceState`, which throws a SecurityError in an `about:srcdoc` frame and
+/// stopped search and zoom halfway (found by tests/browser.rs). A script placed
+/// before inferno's makes the call a no-op when the browser refuses it.
+fn guard_history(svg: &str) -> String {
+    const GUARD: &str = "<script type=\"text/ecmascript\"><![CDATA[(function(){var h=window.history,r=h&&h.replaceState;if(!r)return;h.replaceState=function(){try{return r.apply(h,arguments);}catch(e){}};})();]]></script>";
+    match svg
+        .find("<svg")
+        .and_then(|i| svg[i..].find('>').map(|j| i + j + 1))
+    {
+        Some(at) => format!("{}{GUARD}{}", &svg[..at], &svg[at..]),
+        None => svg.to_string(),
+    }
 }
 
 /// Builds the graphs from the folded files in `dir`.

@@ -589,14 +589,15 @@ async fn provision_guests(
     for ((spec, q), k) in guests.iter().zip(&kernels) {
         progress.step(&spec.role, "building the initramfs");
         let (cpio, host_line) = {
-            let (dir, role, tools, pubkey) = (
+            let (dir, role, tools, pubkey, k) = (
                 dir.clone(),
                 spec.role.clone(),
                 q.tools.clone(),
                 pubkey.clone(),
+                k.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                crate::qemu::build_initramfs(&dir, &role, &tools, &pubkey)
+                crate::qemu::build_initramfs(&dir, &role, &tools, &pubkey, &k)
             })
             .await??
         };
