@@ -816,7 +816,7 @@ fn parse_frame(line: &[u8]) -> Option<(&[u8], FrameKind)> {
     } else {
         FrameKind::User
     };
-    let sym = strip_offset(sym);
+    let sym = strip_clone_suffix(strip_offset(sym));
     if sym.is_empty() || sym == b"[unknown]" {
         // Name unknown frames after their object, as inferno does.
         let base = match memchr::memrchr(b'/', dso) {
@@ -845,6 +845,37 @@ fn strip_offset(sym: &[u8]) -> &[u8] {
         }
     }
     sym
+}
+
+/// `handle_softirqs.constprop.0` → `handle_softirqs`: the compiler's clones of one
+/// function (constant propagation, IPA-SRA, split cold parts, LTO privatisation) get
+/// different suffixes in different builds; one name per source function lets two
+/// kernels be compared function by function.
+fn strip_clone_suffix(sym: &[u8]) -> &[u8] {
+    const MARKS: &[&[u8]] = &[
+        b".constprop.",
+        b".isra.",
+        b".part.",
+        b".cold",
+        b".llvm.",
+        b".lto_priv.",
+    ];
+    // Most names have no dot: one memchr and out (this runs for every frame).
+    let Some(first_dot) = memchr::memchr(b'.', sym) else {
+        return sym;
+    };
+    if first_dot == 0 || sym.first() == Some(&b'[') || sym.contains(&b' ') {
+        return sym;
+    }
+    let sym_tail = &sym[first_dot..];
+    let cut = MARKS
+        .iter()
+        .filter_map(|m| memchr::memmem::find(sym_tail, m))
+        .min();
+    match cut {
+        Some(i) => &sym[..first_dot + i],
+        None => sym,
+    }
 }
 
 /// Reads a small `perf script` text in memory (tests, tools).
@@ -921,6 +952,30 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
             p.names[p.stacks[0].frames[0] as usize],
             "native_write_msr_safe"
         );
+    }
+
+    #[test]
+    fn compiler_clones_read_as_their_function() {
+        assert_eq!(
+            strip_clone_suffix(b"handle_softirqs.constprop.0"),
+            b"handle_softirqs"
+        );
+        assert_eq!(
+            strip_clone_suffix(b"finish_task_switch.isra.0"),
+            b"finish_task_switch"
+        );
+        assert_eq!(strip_clone_suffix(b"do_softirq.part.0"), b"do_softirq");
+        assert_eq!(strip_clone_suffix(b"foo.constprop.0.isra.0"), b"foo");
+        assert_eq!(strip_clone_suffix(b"bar.cold"), b"bar");
+        assert_eq!(strip_clone_suffix(b"tcp_ack"), b"tcp_ack");
+        assert_eq!(strip_clone_suffix(b"[unknown]"), b"[unknown]");
+        let p = fold_str("iperf3 1 [000] 1.0: 1 cpu-clock: \n\tffffffff81000001 handle_softirqs.constprop.0+0x5 ([kernel.kallsyms])\n\tffffffff81000002 do_softirq.part.0+0x1 ([kernel.kallsyms])\n\n");
+        assert!(
+            p.names.iter().any(|n| n == "handle_softirqs"),
+            "{:?}",
+            p.names
+        );
+        assert!(p.names.iter().any(|n| n == "do_softirq"), "{:?}", p.names);
     }
 
     #[test]

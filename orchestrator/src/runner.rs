@@ -433,10 +433,11 @@ fn host_names(dir: &Path) -> (String, String) {
     let name = |role: &str| {
         rec.as_ref()
             .and_then(|r| r.hosts.iter().find(|h| h.role == role))
+            // The report adds the role: the name says which machine.
             .map(|h| match &h.label {
-                Some(l) => format!("{role}: {l}"),
-                None if h.provider == "qemu" => format!("{role} (qemu guest)"),
-                None => format!("{role} ({})", h.destination),
+                Some(l) => l.clone(),
+                None if h.provider == "qemu" => "qemu guest".to_string(),
+                None => h.destination.clone(),
             })
             .unwrap_or_else(|| role.to_string())
     };
