@@ -19,19 +19,20 @@ fn qemu_pids() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn kasan_kernel_is_named_from_two_real_kernels() {
+/// Runs a shipped playbook with one repeat per guest (CI time), one QEMU test at a
+/// time (guests share the CPUs); checks that no QEMU is left and the run finished.
+/// Returns the temp folder (keep it alive), the run directory and its summary.
+fn run_shipped(name: &str) -> (tempfile::TempDir, std::path::PathBuf, serde_json::Value) {
     assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
-    // One QEMU test at a time: guests share the CPUs.
     let _lock = lab_lock();
     let before = qemu_pids();
     let tmp = tempfile::tempdir().unwrap();
-    // The shipped playbook, one repeat per guest to keep CI short.
-    let text = std::fs::read_to_string(repo().join("playbooks/qemu-kasan.yaml"))
+    let text = std::fs::read_to_string(repo().join("playbooks").join(name))
         .unwrap()
         .replace("repeat: 2", "repeat: 1");
-    let pb = tmp.path().join("qemu-kasan.yaml");
+    let pb = tmp.path().join(name);
     std::fs::write(&pb, text).unwrap();
+    // Fragments are relative to the playbook.
     std::os::unix::fs::symlink(repo().join("playbooks/kernel"), tmp.path().join("kernel")).unwrap();
     let out = tmp.path().join("out");
     let o = kdelta()
@@ -55,6 +56,12 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
     );
     let run = only_run_dir(&out);
     let s = read_json(&run.join("summary.json"));
+    (tmp, run, s)
+}
+
+#[test]
+fn kasan_kernel_is_named_from_two_real_kernels() {
+    let (_tmp, run, s) = run_shipped("qemu-kasan.yaml");
     // The real config delta: KASAN and what it drags along, from the guests' /proc/config.gz.
     let delta: Vec<&str> = s["config_delta"]
         .as_array()
@@ -92,37 +99,7 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
 
 #[test]
 fn preempt_rt_package_is_named_from_two_debian_kernels() {
-    assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
-    let _lock = lab_lock();
-    let before = qemu_pids();
-    let tmp = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo().join("playbooks/qemu-rt.yaml"))
-        .unwrap()
-        .replace("repeat: 2", "repeat: 1");
-    let pb = tmp.path().join("qemu-rt.yaml");
-    std::fs::write(&pb, text).unwrap();
-    let out = tmp.path().join("out");
-    let o = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    let left: Vec<String> = qemu_pids()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert!(left.is_empty(), "QEMU left running: {left:?}");
-    assert!(
-        matches!(o.status.code(), Some(0..=2)),
-        "exit {:?}\n{stdout}\n{stderr}",
-        o.status.code()
-    );
-    let run = only_run_dir(&out);
-    let s = read_json(&run.join("summary.json"));
+    let (_tmp, run, s) = run_shipped("qemu-rt.yaml");
     // The real delta of Debian's generic and RT 6.1 configs (38 options in the
     // fixtures of the same release), read from /boot/config-* inside the guests.
     let n = s["config_delta"].as_array().unwrap().len();
