@@ -539,3 +539,34 @@ fn ssh_provider_against_lab_hosts_checks_and_refuses_a_wrong_key() {
         .iter()
         .any(|p| p["name"] == "connect" && p["status"] == "failed"));
 }
+
+#[test]
+fn every_shipped_playbook_validates() {
+    // `kdelta check --offline` reads and validates without touching any host (for
+    // command hosts: without making one).
+    let mut n = 0;
+    for e in std::fs::read_dir(repo().join("playbooks"))
+        .unwrap()
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("yaml") {
+            continue;
+        }
+        let o = kdelta()
+            .arg("check")
+            .arg("--offline")
+            .arg(&p)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}: {}{}",
+            p.display(),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        n += 1;
+    }
+    assert!(n >= 8, "{n} playbooks");
+}

@@ -29,7 +29,8 @@ Examples:
   kdelta analyze --baseline a/ --candidate b/ --out out/   two capture folders taken by hand
   kdelta analyze reports/<run>/                  re-analyse a finished or interrupted run
   kdelta run --resume reports/<run>/             finish an interrupted run
-  kdelta lab down --all                          remove leftovers of a killed run";
+  kdelta lab down --all                          remove leftovers of a killed run
+  kdelta teardown reports/<run>/                 remove the cloud hosts a crashed run made";
 
 #[derive(Parser, Debug)]
 #[command(name = "kdelta", version, about = ABOUT, after_help = AFTER)]
@@ -130,6 +131,12 @@ enum Cmd {
         /// Only validate the file; do not touch any host.
         #[arg(long)]
         offline: bool,
+    },
+    /// Run the `down` commands a run recorded for hosts made by a `command` provider and
+    /// not yet removed (after a crash, or a `down` that failed).
+    Teardown {
+        /// The run directory.
+        run_dir: PathBuf,
     },
     /// Manage the local network-namespace lab.
     Lab {
@@ -293,6 +300,12 @@ fn status_code(s: VerdictStatus) -> i32 {
 async fn dispatch(cli: Cli) -> Result<i32> {
     let argv: Vec<String> = std::env::args().collect();
     match cli.cmd {
+        Cmd::Teardown { run_dir } => {
+            for l in crate::command::teardown_run_dir(&run_dir).await? {
+                println!("{l}");
+            }
+            Ok(exit_codes::PASS)
+        }
         Cmd::Gate {
             playbook,
             resume,

@@ -16,6 +16,7 @@ pub mod analyze;
 pub mod attribute;
 pub mod capture;
 pub mod cli;
+pub mod command;
 pub mod exit_codes;
 pub mod facts;
 pub mod fold;

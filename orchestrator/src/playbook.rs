@@ -89,6 +89,10 @@ struct RawHost {
     qdisc: Option<Spanned<String>>,
     offloads: Option<Spanned<BTreeMap<String, serde_json::Value>>>,
     mtu: Option<Spanned<u32>>,
+    /// command: prints the host as JSON (`address`, `port`, `user`, `identity_file`, `id`).
+    up: Option<Spanned<String>>,
+    /// command: removes the host; `{{ id }}` is what `up` printed.
+    down: Option<Spanned<String>>,
     /// qemu: the kernel to boot.
     kernel: Option<Spanned<RawKernel>>,
     /// qemu: guest memory in MiB and CPUs.
@@ -269,6 +273,17 @@ pub enum Provider {
     Lab(LabKnobs),
     Ssh(SshTarget),
     Qemu(QemuSpec),
+    Command(CommandSpec),
+}
+
+/// A host made and removed by the user's own commands (cloud CLIs, vzctl, virt-install).
+#[derive(Clone, Debug)]
+pub struct CommandSpec {
+    /// Templated; prints JSON: `address` (required), `port`, `user`, `identity_file`, `id`.
+    pub up: String,
+    /// Templated with `id` (and the playbook's vars); always run at teardown.
+    pub down: String,
+    pub known_hosts: KnownHostsPolicy,
 }
 
 impl Provider {
@@ -277,6 +292,7 @@ impl Provider {
             Provider::Lab(_) => "lab",
             Provider::Ssh(_) => "ssh",
             Provider::Qemu(_) => "qemu",
+            Provider::Command(_) => "command",
         }
     }
 }
@@ -768,6 +784,27 @@ impl Validator<'_> {
         })
     }
 
+    fn known_hosts(
+        &self,
+        v: Option<&Spanned<String>>,
+        pos: Pos,
+        path: &str,
+    ) -> Result<KnownHostsPolicy, PlaybookError> {
+        Ok(match v.map(|k| k.value.as_str()) {
+            None | Some("strict") => KnownHostsPolicy::Strict,
+            Some("accept-new") => KnownHostsPolicy::AcceptNew,
+            Some(o) if o.contains('/') => KnownHostsPolicy::File(expand_home(o)),
+            Some(o) => {
+                return Err(self.err(
+                    v.map(Pos::from).unwrap_or(pos),
+                    &format!("{path}.known_hosts"),
+                    format!("unknown value `{o}`, expected strict, accept-new or the path of a known_hosts file"),
+                    "",
+                ))
+            }
+        })
+    }
+
     fn host(&self, role: &str, raw: Spanned<RawHost>) -> Result<HostSpec, PlaybookError> {
         let pos: Pos = (&raw).into();
         let h = raw.value;
@@ -776,13 +813,28 @@ impl Validator<'_> {
             (Some(p), _) => p.value.clone(),
             (None, Some(_)) => "ssh".into(),
             (None, None) => {
-                return Err(self.err(pos, &path, "missing `provider`", "one of: lab, ssh, qemu"))
+                return Err(self.err(
+                    pos,
+                    &path,
+                    "missing `provider`",
+                    "one of: lab, ssh, qemu, command",
+                ))
             }
         };
         for s in &h.setup {
             self.template(s, &format!("{path}.setup"))?;
         }
         let setup = h.setup.iter().map(|s| s.value.clone()).collect();
+        if provider_name != "command" {
+            if let Some(c) = h.up.as_ref().or(h.down.as_ref()) {
+                return Err(self.err(
+                    c.into(),
+                    &path,
+                    "`up`/`down` are for command hosts",
+                    "set provider: command, or remove them",
+                ));
+            }
+        }
         if provider_name != "qemu" {
             if let Some(k) = &h.kernel {
                 return Err(self.err(
@@ -915,24 +967,41 @@ impl Validator<'_> {
                 })?;
                 let (destination, port) = split_port(&dest.value)
                     .map_err(|m| self.err(dest.into(), &format!("{path}.destination"), m, ""))?;
-                let known_hosts = match h.known_hosts.as_ref().map(|k| k.value.as_str()) {
-                    None | Some("strict") => KnownHostsPolicy::Strict,
-                    Some("accept-new") => KnownHostsPolicy::AcceptNew,
-                    Some(o) if o.contains('/') => KnownHostsPolicy::File(expand_home(o)),
-                    Some(o) => {
-                        return Err(self.err(
-                            h.known_hosts.as_ref().map(Pos::from).unwrap_or(pos),
-                            &format!("{path}.known_hosts"),
-                            format!("unknown value `{o}`, expected strict, accept-new or the path of a known_hosts file"),
-                            "",
-                        ))
-                    }
-                };
+                let known_hosts = self.known_hosts(h.known_hosts.as_ref(), pos, &path)?;
                 Provider::Ssh(SshTarget {
                     destination,
                     port: h.port.or(port),
                     user: h.user,
                     identity_file: h.identity_file.map(|i| expand_home(&i.value)),
+                    known_hosts,
+                })
+            }
+            "command" => {
+                if let Some((knob, Some(p))) = lab_only.iter().find(|(_, p)| p.is_some()) {
+                    return Err(self.err(
+                        *p,
+                        &format!("{path}.{knob}"),
+                        "runtime knobs are applied by the lab provider only",
+                        "put the change in `setup:` commands",
+                    ));
+                }
+                let mut cmds = Vec::new();
+                for (key, v) in [("up", &h.up), ("down", &h.down)] {
+                    let v = v.as_ref().ok_or_else(|| {
+                        self.err(
+                            pos,
+                            &format!("{path}.{key}"),
+                            format!("a command host needs `{key}:`"),
+                            "up: prints {\"address\": …, \"id\": …} as JSON; down: removes the host, with {{ id }}",
+                        )
+                    })?;
+                    self.template(v, &format!("{path}.{key}"))?;
+                    cmds.push(v.value.clone());
+                }
+                let known_hosts = self.known_hosts(h.known_hosts.as_ref(), pos, &path)?;
+                Provider::Command(CommandSpec {
+                    down: cmds.pop().unwrap_or_default(),
+                    up: cmds.pop().unwrap_or_default(),
                     known_hosts,
                 })
             }
@@ -1140,7 +1209,7 @@ impl Validator<'_> {
                     p,
                     &format!("{path}.provider"),
                     format!("unknown provider `{other}`"),
-                    "one of: lab, ssh, qemu",
+                    "one of: lab, ssh, qemu, command",
                 ));
             }
         };
@@ -1162,7 +1231,7 @@ fn scalar(v: &serde_json::Value) -> String {
     }
 }
 
-fn expand_home(p: &str) -> PathBuf {
+pub fn expand_home(p: &str) -> PathBuf {
     match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
         (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
         _ => PathBuf::from(p),

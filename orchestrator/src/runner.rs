@@ -74,6 +74,8 @@ pub struct Ledger {
     pub vms: Arc<Mutex<Vec<crate::qemu::Vm>>>,
     /// Per-run keys and initramfs images of the qemu guests.
     pub qemu_dir: Option<PathBuf>,
+    /// `hosts/<role>/teardown.json` of hosts made by a `command` provider's `up`.
+    pub downs: Vec<PathBuf>,
 }
 
 pub struct Outcome {
@@ -445,7 +447,7 @@ fn host_names(dir: &Path) -> (String, String) {
 }
 
 async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
-    let (lab, hosts, connected, work, control, vms, qemu_dir) = match ledger.lock() {
+    let (lab, hosts, connected, work, control, vms, qemu_dir, downs) = match ledger.lock() {
         Ok(mut l) => (
             l.lab.take(),
             std::mem::take(&mut l.hosts),
@@ -454,6 +456,7 @@ async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
             l.control_dir.take(),
             l.vms.clone(),
             l.qemu_dir.take(),
+            std::mem::take(&mut l.downs),
         ),
         Err(_) => return vec!["ledger poisoned".into()],
     };
@@ -480,7 +483,7 @@ async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
     if let Some(work) = &work {
         let cleanups = hosts
             .iter()
-            .filter(|h| h.provider == "ssh" && connected.contains(&h.role))
+            .filter(|h| (h.provider == "ssh" || h.provider == "command") && connected.contains(&h.role))
             .map(|h| async move {
                 progress.step(&h.role, "cleaning up");
                 let tmp = std::env::temp_dir().join("kdelta-teardown");
@@ -502,6 +505,16 @@ async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
             });
         errors.extend(futures_join_all(cleanups).await.into_iter().flatten());
     }
+    // Hosts made by `up`: their `down`, always, both at once (after the cleanup
+    // above, for hosts that `down` only stops).
+    let removals = downs.iter().map(|p| async move {
+        progress.step("teardown", &format!("down: {}", p.display()));
+        crate::command::run_down(p)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"))
+    });
+    errors.extend(futures_join_all(removals).await.into_iter().flatten());
     if let Some(lab) = lab {
         progress.step("lab", "tearing down");
         // Lab hosts share this machine's filesystem: their work folder is here.
@@ -641,6 +654,85 @@ async fn provision_guests(
     Ok(hosts)
 }
 
+/// Makes a host with the playbook's `up`, records its `down` in the run directory
+/// before anything else can fail, and returns how to reach it.
+async fn provision_command(
+    plan: &Plan,
+    spec: &HostSpec,
+    c: &crate::playbook::CommandSpec,
+    rd: &RunDir,
+    ledger: &Mutex<Ledger>,
+    control: &Path,
+    progress: &Progress,
+) -> Result<Host> {
+    use crate::command::{parse_up, run_local, save, PendingTeardown};
+    use crate::playbook::KnownHostsPolicy;
+    let role = spec.role.as_str();
+    rd.ensure_host_dir(role)?;
+    let mut vars: std::collections::BTreeMap<String, Value> = plan
+        .vars
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
+        .collect();
+    vars.insert("role".into(), Value::from(role));
+    let up = crate::playbook::render(&c.up, &Value::from_serialize(&vars))
+        .with_context(|| format!("hosts.{role}.up: template"))?;
+    progress.step(role, "up: making the host");
+    let bound = Duration::from_secs(plan.timeouts.command.max(600));
+    let out = run_local(&up, bound, &rd.logs(role).join("up.log"))
+        .await
+        .with_context(|| format!("{role}: up"))?;
+    let u = parse_up(&out).with_context(|| {
+        format!(
+            "{role}: up (if it made a host, remove it by hand: its output is in {})",
+            rd.logs(role).join("up.log").display()
+        )
+    })?;
+    vars.insert("id".into(), Value::from(u.id()));
+    vars.insert("address".into(), Value::from(u.address.clone()));
+    let down = crate::playbook::render(&c.down, &Value::from_serialize(&vars))
+        .with_context(|| format!("hosts.{role}.down: template"))?;
+    let record = rd.host_file(role, "teardown.json");
+    save(
+        &record,
+        &PendingTeardown {
+            role: role.into(),
+            id: u.id(),
+            down,
+            state: "pending".into(),
+            updated: rundir::utc_now(),
+        },
+    )?;
+    if let Ok(mut l) = ledger.lock() {
+        l.downs.push(record);
+    }
+    progress.done(role, &format!("up: {} ({})", u.id(), u.address));
+    let (known_hosts_file, accept_new) = match (&u.known_hosts, &c.known_hosts) {
+        (Some(f), _) => (Some(crate::playbook::expand_home(f)), false),
+        (None, KnownHostsPolicy::File(f)) => (Some(f.clone()), false),
+        (None, KnownHostsPolicy::AcceptNew) => (None, true),
+        (None, KnownHostsPolicy::Strict) => (None, false),
+    };
+    Ok(Host {
+        role: role.into(),
+        provider: "command".into(),
+        address: u.address.clone(),
+        connect: crate::remote::ConnectSpec {
+            role: role.into(),
+            destination: u.address.clone(),
+            port: u.port,
+            user: u.user.clone(),
+            keyfile: u.identity_file.as_deref().map(crate::playbook::expand_home),
+            known_hosts_file,
+            accept_new,
+            control_dir: control.to_path_buf(),
+            connect_timeout: Duration::from_secs(plan.timeouts.connect),
+            // A new machine takes a while to boot: wait longer than for a known one.
+            retry_for: Duration::from_secs(plan.timeouts.connect * 6),
+        },
+    })
+}
+
 /// Provisions both hosts (lab first) and records in the ledger what exists, also when
 /// building the lab failed half-way. Hosts come back baseline first.
 async fn provision_hosts(
@@ -667,6 +759,14 @@ async fn provision_hosts(
     for s in [&plan.baseline, &plan.candidate] {
         if matches!(s.provider, Provider::Ssh(_)) && roles.contains(&s.role.as_str()) {
             hosts.push(provision::ssh_host(s, control, plan.timeouts.connect)?);
+        }
+    }
+    for s in [&plan.baseline, &plan.candidate] {
+        if let (Provider::Command(c), true) = (&s.provider, roles.contains(&s.role.as_str())) {
+            let Some(rd) = rd else {
+                bail!("command hosts are made by `kdelta run` and `kdelta gate` only");
+            };
+            hosts.push(provision_command(plan, s, c, rd, ledger, control, progress).await?);
         }
     }
     let guests: Vec<(&HostSpec, &crate::playbook::QemuSpec)> = [&plan.baseline, &plan.candidate]
@@ -1187,6 +1287,11 @@ pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
         for s in [&plan.baseline, &plan.candidate] {
             match &s.provider {
                 Provider::Qemu(q) => lines.push(crate::qemu::preflight(q, &s.role)?),
+                // Making a host may cost money: check validates its commands only.
+                Provider::Command(_) => lines.push(format!(
+                    "{}: command host: `up`/`down` are valid templates; not run by check (run makes the host)",
+                    s.role
+                )),
                 _ => roles.push(s.role.as_str()),
             }
         }
