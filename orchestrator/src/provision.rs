@@ -197,16 +197,23 @@ pub async fn lab_up(specs: &[&HostSpec], state: &mut LabState) -> Result<Vec<Hos
         kh.push_str(&format!("{inner} {kt} {kb}\n"));
         let pidfile = dir.join(format!("{short}_sshd.pid"));
         let cfg = dir.join(format!("{short}_sshd_config"));
+        // A home of its own per lab host, as a separate machine would have: the
+        // sessions do not run this machine's ~/.bashrc (a shell setup there — pyenv's
+        // rehash lock, for one — is shared by every session and stalls them all once a
+        // killed session leaves its lock behind).
+        let home = dir.join(format!("{short}_home"));
+        std::fs::create_dir_all(&home)?;
         std::fs::write(
             &cfg,
             format!(
                 "Port 22\nListenAddress {inner}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
                  PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nMaxSessions 32\nMaxStartups 64\n\
-                 PrintMotd no\nAcceptEnv none\nPermitUserEnvironment no\nLogLevel ERROR\n",
+                 PrintMotd no\nAcceptEnv none\nPermitUserEnvironment no\nLogLevel ERROR\nSetEnv HOME={}\n",
                 host_key.display(),
                 pidfile.display(),
-                auth.display()
+                auth.display(),
+                home.display()
             ),
         )?;
         state.sshd_pidfiles.push(pidfile.clone());
