@@ -481,6 +481,15 @@ fn ssh_provider_against_lab_hosts_checks_and_refuses_a_wrong_key() {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+    let report = String::from_utf8_lossy(&o.stdout);
+    for role in ["baseline", "candidate"] {
+        assert!(report.contains(&format!("{role}: ssh ok")), "{report}");
+        assert!(
+            report.contains(&format!("{role}: clock within")),
+            "{report}"
+        );
+        assert!(report.contains("MiB free in /tmp"), "{report}");
+    }
     // A whole run through the ssh provider (both hosts at once): captures from both,
     // and the remote work folders are gone afterwards (the lab shares this /tmp).
     let before_work = work_folders();

@@ -1325,6 +1325,13 @@ pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
                     .and_then(|v| v.as_str())
                     .unwrap_or("?"),
             ));
+            // Disk for the capture, and the clock against this machine's.
+            let before = std::time::SystemTime::now();
+            let o = r
+                .run_unchecked("disk-clock", "df -Pk /tmp | tail -n 1; date +%s.%N", Duration::from_secs(30))
+                .await?;
+            let after = std::time::SystemTime::now();
+            lines.extend(host_checks(&h.role, &f, &o.stdout, before, after));
             r.close().await;
         }
         Ok(())
@@ -1340,9 +1347,102 @@ pub async fn check(plan: &Plan, quiet: bool) -> Result<Vec<String>> {
     Ok(lines)
 }
 
+/// Preflight findings beyond the hard requirements: kernel symbols visible, disk
+/// for the capture, clock skew; each with the fix. `out` is `df -Pk /tmp` and
+/// `date +%s.%N` from the host; `before`/`after` bracket that command here.
+fn host_checks(
+    role: &str,
+    f: &Facts,
+    out: &str,
+    before: std::time::SystemTime,
+    after: std::time::SystemTime,
+) -> Vec<String> {
+    let mut lines = Vec::new();
+    let kptr: i64 = f
+        .extra
+        .get("kptr_restrict")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let root = f.extra.get("is_root").is_none_or(|v| v != "0");
+    if kptr >= 2 || (kptr == 1 && !root) {
+        lines.push(format!("{role}: WARNING: kernel.kptr_restrict = {kptr} hides kernel symbols from perf: stacks will read [unknown] (fix: sysctl -w kernel.kptr_restrict=0)"));
+    }
+    let mut it = out.lines();
+    if let Some(avail) = it
+        .next()
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        let mib = avail / 1024;
+        if mib < 512 {
+            lines.push(format!("{role}: WARNING: {mib} MiB free in /tmp: a capture needs up to a few hundred MiB (perf.data of every repeat); free space or lower capture.perf.frequency"));
+        } else {
+            lines.push(format!("{role}: {mib} MiB free in /tmp"));
+        }
+    }
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    if let Some(remote) = it.next().and_then(|l| l.trim().parse::<f64>().ok()) {
+        let (a, b) = (secs(before), secs(after));
+        // The host's clock read somewhere between `a` and `b`: skew beyond that window.
+        let skew = if remote < a {
+            remote - a
+        } else if remote > b {
+            remote - b
+        } else {
+            0.0
+        };
+        if skew.abs() > 1.0 {
+            lines.push(format!("{role}: WARNING: clock {skew:+.1} s off this machine's: run.json and log times will not line up (fix: chrony or systemd-timesyncd on both)"));
+        } else {
+            lines.push(format!(
+                "{role}: clock within {:.2} s of this machine's",
+                (b - a).max(skew.abs())
+            ));
+        }
+    }
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_checks_warn_with_the_fix() {
+        let mut f = Facts::default();
+        f.extra.insert("kptr_restrict".into(), "2".into());
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let out = "tmpfs 1000 900 100000 10% /tmp\n1000005.5\n";
+        let l = host_checks(
+            "candidate",
+            &f,
+            out,
+            t,
+            t + std::time::Duration::from_millis(100),
+        );
+        assert!(
+            l[0].contains("kptr_restrict = 2") && l[0].contains("sysctl -w"),
+            "{l:?}"
+        );
+        assert!(l[1].contains("WARNING: 97 MiB free"), "{l:?}");
+        assert!(l[2].contains("clock +5.4 s"), "{l:?}");
+        let ok = host_checks(
+            "baseline",
+            &Facts::default(),
+            "x 1 1 9000000 1% /tmp\n1000000.05\n",
+            t,
+            t + std::time::Duration::from_millis(100),
+        );
+        assert!(
+            ok[0].contains("8789 MiB free") && ok[1].contains("clock within"),
+            "{ok:?}"
+        );
+    }
 
     fn facts(perf: Option<&str>, paranoid: &str, root: &str) -> Facts {
         let mut f = Facts {
