@@ -81,28 +81,8 @@ pub struct PendingTeardown {
 /// output kept in `log`; returns stdout. The command's process group is killed if it
 /// overruns or if the caller gives up.
 pub async fn run_local(cmd: &str, timeout: Duration, log: &Path) -> Result<String> {
-    let mut c = tokio::process::Command::new("sh");
-    c.arg("-c")
-        .arg(cmd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = c.spawn().context("cannot start sh")?;
-    let pgid = child.id().map(|p| p as i32);
-    let res = tokio::time::timeout(timeout, child.wait_with_output()).await;
-    let out = match res {
-        Ok(r) => r?,
-        Err(_) => {
-            if let Some(g) = pgid {
-                // SAFETY: kill(2) on the process group this function created.
-                unsafe {
-                    libc::kill(-g, libc::SIGKILL);
-                }
-            }
-            bail!("`{}` did not finish in {}s", short(cmd), timeout.as_secs());
-        }
+    let Some(out) = crate::local::shell(cmd, timeout, "sh").await? else {
+        bail!("`{}` did not finish in {}s", short(cmd), timeout.as_secs());
     };
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

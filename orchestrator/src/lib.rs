@@ -24,6 +24,7 @@ pub mod gate;
 pub mod history;
 pub mod kconfig;
 pub mod ksrc;
+pub mod local;
 pub mod model;
 pub mod playbook;
 pub mod progress;

@@ -228,27 +228,11 @@ async fn run_logged(cmd: &mut tokio::process::Command, what: &str, log: &Path) -
     let out = f.try_clone()?;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(out))
-        .stderr(Stdio::from(f))
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {what}"))?;
-    let pgid = child.id().map(|p| p as i32);
-    struct Group(Option<i32>);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            if let Some(g) = self.0 {
-                // SAFETY: kill(2) on a process group we created; no memory involved.
-                unsafe {
-                    libc::kill(-g, libc::SIGKILL);
-                }
-            }
-        }
-    }
-    let mut guard = Group(pgid);
-    let status = child.wait_with_output().await?.status;
-    guard.0 = None;
+        .stderr(Stdio::from(f));
+    let status = crate::local::run_in_group(cmd, None, what)
+        .await?
+        .map(|o| o.status)
+        .ok_or_else(|| anyhow!("{what}: no exit status"))?;
     if !status.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(15).collect();

@@ -1218,37 +1218,17 @@ async fn one_repeat(
 
 /// Runs the client on this machine, in its own process group, bounded.
 async fn local_client(cmd: &str, timeout: Duration) -> Result<(String, String, Option<i32>)> {
-    let mut c = tokio::process::Command::new("sh");
-    c.arg("-c")
-        .arg(cmd)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    let child = c.spawn().context("cannot start the workload client")?;
-    let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(out) => {
-            let out = out?;
-            Ok((
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-                out.status.code(),
-            ))
-        }
-        Err(_) => {
-            if let Some(pid) = pid {
-                unsafe {
-                    libc::kill(-(pid as i32), libc::SIGKILL);
-                }
-            }
-            Ok((
-                String::new(),
-                format!("timed out after {}s", timeout.as_secs()),
-                Some(124),
-            ))
-        }
+    match crate::local::shell(cmd, timeout, "the workload client").await? {
+        Some(out) => Ok((
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code(),
+        )),
+        None => Ok((
+            String::new(),
+            format!("timed out after {}s", timeout.as_secs()),
+            Some(124),
+        )),
     }
 }
 
