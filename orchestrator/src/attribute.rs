@@ -173,6 +173,32 @@ pub struct Cause {
 }
 
 impl Cause {
+    /// A cause from one config option and exact function names (the mechanisms that
+    /// need no knowledge-base entry).
+    fn for_option(
+        c: &ConfigChange,
+        why: String,
+        source: &str,
+        hot_when: HotWhen,
+        names: BTreeSet<String>,
+    ) -> Cause {
+        Cause {
+            name: c.option.clone(),
+            kind: "kconfig".into(),
+            title: c.option.trim_start_matches("CONFIG_").to_ascii_lowercase(),
+            baseline: c.baseline.clone(),
+            candidate: c.candidate.clone(),
+            related: vec![],
+            why,
+            source: source.into(),
+            hot_when,
+            symbols: None,
+            context: vec![],
+            names,
+            hits: vec![(c.option.clone(), c.baseline.clone(), c.candidate.clone())],
+        }
+    }
+
     fn matches_name(&self, f: &str) -> bool {
         self.names.contains(f) || self.symbols.as_ref().is_some_and(|r| r.is_match(f))
     }
@@ -306,6 +332,13 @@ pub fn option_tokens(option: &str) -> Vec<String> {
     out
 }
 
+/// A function that ran on `here` (in at least 3 samples) and never on `there`: what
+/// code that exists with one value of an option only looks like in two profiles.
+fn seen_only_on(f: &str, here: &SideCounts, there: &SideCounts) -> bool {
+    here.functions.get(f).is_some_and(|x| x.inclusive >= 3)
+        && there.functions.get(f).is_none_or(|x| x.inclusive == 0)
+}
+
 /// The general mechanism that needs no knowledge-base entry: functions seen on one
 /// side only whose names contain the option's name.
 pub fn name_match_causes(
@@ -325,10 +358,8 @@ pub fn name_match_causes(
         }
         let mut names = BTreeSet::new();
         for (side, other) in [(cand, base), (base, cand)] {
-            for (f, counts) in &side.functions {
-                let only_here = counts.inclusive >= 3
-                    && other.functions.get(f).is_none_or(|o| o.inclusive == 0);
-                if only_here {
+            for f in side.functions.keys() {
+                if seen_only_on(f, side, other) {
                     let lf = f.to_ascii_lowercase();
                     if tokens.iter().any(|t| lf.contains(t.as_str())) {
                         names.insert(f.clone());
@@ -339,24 +370,16 @@ pub fn name_match_causes(
         if names.is_empty() {
             continue;
         }
-        causes.push(Cause {
-            name: c.option.clone(),
-            kind: "kconfig".into(),
-            title: c.option.trim_start_matches("CONFIG_").to_ascii_lowercase(),
-            baseline: c.baseline.clone(),
-            candidate: c.candidate.clone(),
-            related: vec![],
-            why: format!(
+        causes.push(Cause::for_option(
+            c,
+            format!(
                 "functions named after {} run on one side only (no knowledge-base entry; matched by name)",
                 c.option
             ),
-            source: "name-match".into(),
-            hot_when: HotWhen::Enabled,
-            symbols: None,
-            context: vec![],
+            "name-match",
+            HotWhen::Enabled,
             names,
-            hits: vec![(c.option.clone(), c.baseline.clone(), c.candidate.clone())],
-        });
+        ));
     }
     causes
 }
@@ -387,20 +410,16 @@ pub fn source_map_causes(
             continue; // e.g. a number that changed: no side lacks the code
         }
         let (on, off) = if c_on { (cand, base) } else { (base, cand) };
-        let seen_only = |f: &String, here: &SideCounts, there: &SideCounts| {
-            here.functions.get(f).is_some_and(|x| x.inclusive >= 3)
-                && there.functions.get(f).is_none_or(|x| x.inclusive == 0)
-        };
         let enabled: BTreeSet<String> = code
             .when_enabled
             .iter()
-            .filter(|f| seen_only(f, on, off))
+            .filter(|f| seen_only_on(f, on, off))
             .cloned()
             .collect();
         let disabled: BTreeSet<String> = code
             .when_disabled
             .iter()
-            .filter(|f| seen_only(f, off, on))
+            .filter(|f| seen_only_on(f, off, on))
             .cloned()
             .collect();
         let hot_when = match (enabled.is_empty(), disabled.is_empty()) {
@@ -410,27 +429,19 @@ pub fn source_map_causes(
             (false, false) => HotWhen::Either,
         };
         let files: Vec<&String> = code.files.iter().take(3).collect();
-        causes.push(Cause {
-            name: c.option.clone(),
-            kind: "kconfig".into(),
-            title: c.option.trim_start_matches("CONFIG_").to_ascii_lowercase(),
-            baseline: c.baseline.clone(),
-            candidate: c.candidate.clone(),
-            related: vec![],
-            why: format!(
+        causes.push(Cause::for_option(
+            c,
+            format!(
                 "the kernel source builds these functions only when {} is {} ({}{}); no knowledge-base entry",
                 c.option,
                 if hot_when == HotWhen::Disabled { "off" } else { "on" },
                 files.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", "),
                 if code.files.len() > 3 { ", …" } else { "" }
             ),
-            source: "kernel-source".into(),
+            "kernel-source",
             hot_when,
-            symbols: None,
-            context: vec![],
-            names: enabled.into_iter().chain(disabled).collect(),
-            hits: vec![(c.option.clone(), c.baseline.clone(), c.candidate.clone())],
-        });
+            enabled.into_iter().chain(disabled).collect(),
+        ));
     }
     causes
 }
