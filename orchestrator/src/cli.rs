@@ -201,8 +201,8 @@ async fn gate(
     let command = opts.command_line.join(" ");
     let (plan, o) = match (resume, playbook) {
         (Some(dir), pb) => {
-            let (plan, _) = crate::runner::load_for_resume(&dir, pb.as_deref())?;
-            let o = crate::runner::resume(&dir, pb.as_deref(), opts).await?;
+            let (plan, rec) = crate::runner::load_for_resume(&dir, pb.as_deref())?;
+            let o = crate::runner::resume(&dir, plan.clone(), rec, opts).await?;
             (plan, o)
         }
         (None, Some(pb)) => {
@@ -336,7 +336,10 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 command_line: argv,
             };
             let o = match (resume, playbook) {
-                (Some(dir), pb) => crate::runner::resume(&dir, pb.as_deref(), opts).await?,
+                (Some(dir), pb) => {
+                    let (plan, rec) = crate::runner::load_for_resume(&dir, pb.as_deref())?;
+                    crate::runner::resume(&dir, plan, rec, opts).await?
+                }
                 (None, Some(pb)) => crate::runner::run(crate::playbook::load(&pb)?, opts).await?,
                 (None, None) => {
                     anyhow::bail!("give a playbook (kdelta run PLAYBOOK) or --resume RUN_DIR")

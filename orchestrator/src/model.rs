@@ -28,6 +28,20 @@ pub struct Facts {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
+impl Facts {
+    /// An integer setting recorded in `extra` (`perf_event_paranoid`, `kptr_restrict`).
+    pub fn extra_int(&self, key: &str) -> Option<i64> {
+        self.extra
+            .get(key)
+            .and_then(|v| v.as_str())
+            .and_then(|s| s.trim().parse().ok())
+    }
+    /// Whether kdelta ran as root there (assumed when not recorded).
+    pub fn is_root(&self) -> bool {
+        self.extra.get("is_root").is_none_or(|v| v != "0")
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Nic {

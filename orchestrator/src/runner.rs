@@ -252,8 +252,13 @@ pub fn load_for_resume(dir: &Path, playbook: Option<&Path>) -> Result<(Plan, Run
 
 /// `kdelta run --resume DIR`: captures again the roles whose capture did not
 /// finish (their partial files are kept aside), then analyses the run.
-pub async fn resume(dir: &Path, playbook: Option<&Path>, opts: RunOptions) -> Result<Outcome> {
-    let (plan, mut rec) = load_for_resume(dir, playbook)?;
+/// `plan` and `rec` come from [`load_for_resume`].
+pub async fn resume(
+    dir: &Path,
+    plan: Plan,
+    mut rec: RunRecord,
+    opts: RunOptions,
+) -> Result<Outcome> {
     let done = completed_roles(dir, &rec);
     let todo: Vec<&'static str> = ROLES.into_iter().filter(|r| !done.contains(r)).collect();
     let rd = RunDir::open(dir);
@@ -1237,14 +1242,8 @@ fn preflight(role: &str, f: &Facts) -> Result<()> {
     if f.perf_version.is_none() {
         bail!("{role}: perf is not installed on the host (Debian/Ubuntu: apt-get install linux-perf / linux-tools-$(uname -r); RHEL: dnf install perf)");
     }
-    let paranoid: i64 = f
-        .extra
-        .get("perf_event_paranoid")
-        .and_then(|v| v.as_str())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let root = f.extra.get("is_root").is_none_or(|v| v != "0");
-    if paranoid > 0 && !root {
+    let paranoid = f.extra_int("perf_event_paranoid").unwrap_or(0);
+    if paranoid > 0 && !f.is_root() {
         bail!("{role}: kernel.perf_event_paranoid = {paranoid} forbids system-wide profiling for this user (fix: sysctl -w kernel.perf_event_paranoid=-1, or connect as root)");
     }
     Ok(())
@@ -1338,14 +1337,8 @@ fn host_checks(
     after: std::time::SystemTime,
 ) -> Vec<String> {
     let mut lines = Vec::new();
-    let kptr: i64 = f
-        .extra
-        .get("kptr_restrict")
-        .and_then(|v| v.as_str())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let root = f.extra.get("is_root").is_none_or(|v| v != "0");
-    if kptr >= 2 || (kptr == 1 && !root) {
+    let kptr = f.extra_int("kptr_restrict").unwrap_or(0);
+    if kptr >= 2 || (kptr == 1 && !f.is_root()) {
         lines.push(format!("{role}: WARNING: kernel.kptr_restrict = {kptr} hides kernel symbols from perf: stacks will read [unknown] (fix: sysctl -w kernel.kptr_restrict=0)"));
     }
     let mut it = out.lines();
