@@ -8,44 +8,6 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// `up`: `kdelta lab up` on a one-purpose playbook, reporting the baseline host of
-/// that lab as the new machine (its pinned known_hosts included); `down`: lab down.
-const UP: &str = r#"#!/bin/sh
-set -e
-kd=$1; dir=$2
-echo "making a host…"
-out=$("$kd" -q lab up "$dir/lab.yaml")
-id=$(echo "$out" | awk 'NR==1 {print $2}')
-line=$(echo "$out" | grep 'baseline:')
-key=$(echo "$line" | sed 's/.* -i \([^ ]*\) .*/\1/')
-kh=$(echo "$line" | sed 's/.*UserKnownHostsFile=\([^ ]*\) .*/\1/')
-addr=$(echo "$line" | sed 's/.*root@//')
-printf '{"address": "%s", "user": "root", "identity_file": "%s", "known_hosts": "%s", "id": "%s"}\n' "$addr" "$key" "$kh" "$id"
-"#;
-
-fn setup(dir: &Path, up_cmd: &str, duration: u32) -> std::path::PathBuf {
-    std::fs::write(dir.join("up.sh"), UP).unwrap();
-    std::fs::write(
-        dir.join("lab.yaml"),
-        "name: one\nhosts:\n  baseline: { provider: lab }\n  candidate: { provider: lab }\nworkload:\n  client: { run: \"true\" }\n",
-    )
-    .unwrap();
-    let kd = env!("CARGO_BIN_EXE_kdelta");
-    let host = format!(
-        "{{ provider: command, up: \"{up_cmd}\", down: \"{{{{ kd }}}} -q lab down {{{{ id }}}}\" }}"
-    );
-    let pb = dir.join("pb.yaml");
-    std::fs::write(
-        &pb,
-        format!(
-            "name: cmd\nhosts:\n  baseline: {host}\n  candidate: {host}\nvars: {{ kd: \"{kd}\", dir: \"{}\" }}\nworkload:\n  client: {{ from: host, run: \"sleep {duration}; echo ok=1\" }}\n  metrics:\n    ok: {{ regex: 'ok=(\\d+)' }}\ncapture:\n  repeat: 1\n",
-            dir.display()
-        ),
-    )
-    .unwrap();
-    pb
-}
-
 #[test]
 fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
     assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
@@ -60,7 +22,7 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
     };
 
     // 1. A whole run: up twice, capture on both, down twice.
-    let pb = setup(tmp.path(), "sh {{ dir }}/up.sh {{ kd }} {{ dir }}", 1);
+    let pb = command_playbook(tmp.path(), UP, UP, 1);
     let out = tmp.path().join("out");
     let o = kdelta()
         .arg("run")
@@ -86,17 +48,14 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
             .is_file());
     }
     assert!(new_ns().is_empty(), "hosts left: {:?}", new_ns());
+    // kdelta's folders on the hosts, as hosts.json records them.
     let work = |run: &Path| -> Vec<std::path::PathBuf> {
-        let id: String = run
-            .file_name()
+        let h = read_json(&run.join("hosts.json"));
+        h["hosts"]
+            .as_array()
             .unwrap()
-            .to_string_lossy()
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect();
-        ["baseline", "candidate"]
             .iter()
-            .map(|r| std::path::PathBuf::from(format!("/tmp/kdelta-run-{id}-{r}")))
+            .map(|h| std::path::PathBuf::from(h["work_folder"].as_str().unwrap()))
             .filter(|p| p.exists())
             .collect()
     };
@@ -108,7 +67,7 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
 
     // 2. kdelta killed outright mid-workload: nothing tears down, the run directory
     //    knows what was made, and `kdelta teardown` removes it.
-    let pb = setup(tmp.path(), "sh {{ dir }}/up.sh {{ kd }} {{ dir }}", 30);
+    let pb = command_playbook(tmp.path(), UP, UP, 30);
     let out = tmp.path().join("out2");
     let mut child = kdelta()
         .arg("run")
@@ -118,23 +77,7 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        let in_workload = std::fs::read_dir(&out)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| std::fs::read_to_string(e.path().join("run.json")).ok())
-            .is_some_and(|t| t.contains("\"workload 1/1\""));
-        if in_workload {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached the workload"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_phase(&out, "workload 1/1", None, 90);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
@@ -163,7 +106,12 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("already removed"));
 
     // 3. An `up` that prints no JSON: exit 3, the error says what `up` must print.
-    let pb = setup(tmp.path(), "echo instance started", 1);
+    let pb = command_playbook(
+        tmp.path(),
+        "echo instance started",
+        "echo instance started",
+        1,
+    );
     let o = kdelta()
         .arg("run")
         .arg(&pb)

@@ -147,47 +147,10 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let ns = loop {
-        let in_candidate_workload = std::fs::read_dir(&out)
-            .ok()
-            .and_then(|mut d| d.next())
-            .and_then(|e| e.ok())
-            .and_then(|e| std::fs::read_to_string(e.path().join("run.json")).ok())
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .is_some_and(|r| {
-                r["phases"].as_array().unwrap().iter().any(|p| {
-                    p["name"] == "workload 1/2"
-                        && p["host"] == "candidate"
-                        && p["status"] == "running"
-                })
-            });
-        if in_candidate_workload {
-            let new: Vec<String> = kd_namespaces()
-                .into_iter()
-                .filter(|n| !before.contains(n) && n.ends_with("-c"))
-                .collect();
-            assert_eq!(new.len(), 1, "{new:?}");
-            break new[0].clone();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached the candidate's workload"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
+    wait_for_phase(&out, "workload 1/2", Some("candidate"), 90);
+    let ns = new_namespace(&before, "-c");
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let pids = std::process::Command::new("ip")
-        .args(["netns", "pids", &ns])
-        .output()
-        .unwrap();
-    for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
-        if let Ok(p) = pid.parse::<i32>() {
-            unsafe {
-                libc::kill(p, libc::SIGKILL);
-            }
-        }
-    }
+    kill_ns(&ns);
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     let stdout = String::from_utf8_lossy(&o.stdout);

@@ -56,6 +56,10 @@ pub fn start_script(
     s
 }
 
+/// Exit code of [`stop_script`] when perf record was no longer running when it
+/// came to stop it (its log's tail on stderr).
+pub const PERF_DIED: i32 = 4;
+
 /// Stops perf record (SIGTERM to its group: it writes the file and exits), perf stat
 /// (by ending its `sleep`) and the server; waits for them, then kills what is left.
 pub fn stop_script(work: &str, repeat: u32) -> String {
@@ -63,6 +67,10 @@ pub fn stop_script(work: &str, repeat: u32) -> String {
     format!(
         r#"cd {w} || exit 0
 alive() {{ st=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1); [ -n "$st" ] && [ "$st" != Z ]; }}
+# perf record must still be running: if not, something killed it (OOM, a person,
+# a crash) and this repeat's profile is cut short.
+died=0
+[ -f perf.pid ] && ! alive $(cat perf.pid) && died=1
 [ -f perf.pid ] && kill -s TERM -- -$(cat perf.pid) 2>/dev/null
 if [ -f stat.pid ]; then
   pg=$(cat stat.pid)
@@ -80,6 +88,7 @@ while [ $i -lt 300 ]; do
 done
 for f in perf.pid stat.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; rm -f $f; done
 if [ -f server.pid ]; then kill -s TERM -- -$(cat server.pid) 2>/dev/null; sleep 0.1; kill -s KILL -- -$(cat server.pid) 2>/dev/null; rm -f server.pid; fi
+if [ $died = 1 ]; then tail -n 5 perf-record-{repeat}.log >&2; exit {PERF_DIED}; fi
 [ -s perf-{repeat}.data ] || {{ echo 'perf record wrote no data' >&2; cat perf-record-{repeat}.log >&2; exit 3; }}
 true
 "#

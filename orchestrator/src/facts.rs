@@ -39,6 +39,7 @@ done
 sec netfilter; if command -v nft >/dev/null 2>&1; then echo "nft_rules $(nft list ruleset 2>/dev/null | grep -cE '^[[:space:]]+(ip|ip6|tcp|udp|meta|ct|iif|oif|iifname|oifname|counter|th|ether|icmp|jump|goto|accept|drop|reject)\b')"; echo "nft_chains $(nft list ruleset 2>/dev/null | grep -c 'chain ')"; fi; if command -v iptables-save >/dev/null 2>&1; then echo "iptables_rules $(iptables-save 2>/dev/null | grep -c '^-A')"; fi; [ -r /proc/sys/net/netfilter/nf_conntrack_max ] && echo "conntrack loaded"; grep -qs '^nf_conntrack ' /proc/modules && echo "conntrack loaded"
 sec ftrace; t=/sys/kernel/tracing; [ -r $t/current_tracer ] || t=/sys/kernel/debug/tracing; [ -r $t/current_tracer ] && echo "current_tracer $(cat $t/current_tracer)"; [ -r $t/enabled_functions ] && echo "enabled_functions $(wc -l < $t/enabled_functions)"
 sec perf; perf --version 2>/dev/null
+sec perf_broken; if command -v perf >/dev/null 2>&1; then perf --version >/dev/null 2>&1 || { rc=$?; echo "$(command -v perf) exits $rc:"; perf --version 2>&1 | tail -n 4; }; fi
 sec paranoid; cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null
 sec kptr; cat /proc/sys/kernel/kptr_restrict 2>/dev/null
 sec config_source; if [ -r /proc/config.gz ]; then echo /proc/config.gz; elif [ -r /boot/config-$(uname -r) ]; then echo /boot/config-$(uname -r); elif [ -r /lib/modules/$(uname -r)/build/.config ]; then echo /lib/modules/$(uname -r)/build/.config; fi
@@ -161,6 +162,22 @@ pub fn parse_facts(out: &str) -> Facts {
             f.extra
                 .insert(group.to_string(), serde_json::Value::Object(obj));
         }
+    }
+    // A perf that is there but does not run (Ubuntu's wrapper without the
+    // linux-tools package of the running kernel): its own words, for the preflight.
+    if let Some(lines) = s
+        .get("perf_broken")
+        .filter(|v| v.iter().any(|l| !l.trim().is_empty()))
+    {
+        let text: Vec<&str> = lines
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        f.extra.insert(
+            "perf_broken".into(),
+            serde_json::Value::from(text.join(" ")),
+        );
     }
     for (sec, key) in [
         ("arch", "arch"),
@@ -466,8 +483,15 @@ mod tests {
 
     #[test]
     fn parses_script_output() {
-        let out = "@@hostname\nlab-b\n@@kernel\n6.1.0-56-amd64\n@@nproc\n2\n@@meminfo\nMemTotal:       24576000 kB\n@@virt\nkvm\n@@cmdline\nBOOT_IMAGE=/vmlinuz root=UUID=x ro quiet mitigations=off preempt=full\n@@sysctl\nnet.core.busy_poll = 50\nkernel.random.uuid = abc\n@@vuln\nmeltdown: Not affected\n@@thp\nalways [madvise] never\n@@nic\nnic eth0\nmtu 1500\nqdisc noqueue\nfeature generic-receive-offload on\nfeature tcp-segmentation-offload off\n@@netfilter\nnft_rules 2001\nconntrack loaded\n";
+        let out = "@@hostname\nlab-b\n@@kernel\n6.1.0-56-amd64\n@@nproc\n2\n@@meminfo\nMemTotal:       24576000 kB\n@@virt\nkvm\n@@cmdline\nBOOT_IMAGE=/vmlinuz root=UUID=x ro quiet mitigations=off preempt=full\n@@sysctl\nnet.core.busy_poll = 50\nkernel.random.uuid = abc\n@@vuln\nmeltdown: Not affected\n@@thp\nalways [madvise] never\n@@nic\nnic eth0\nmtu 1500\nqdisc noqueue\nfeature generic-receive-offload on\nfeature tcp-segmentation-offload off\n@@netfilter\nnft_rules 2001\nconntrack loaded\n@@perf\n@@perf_broken\n/usr/bin/perf exits 2:\nWARNING: perf not found for kernel 6.8.0-45\n\n";
         let f = parse_facts(out);
+        assert_eq!(
+            f.extra["perf_broken"],
+            "/usr/bin/perf exits 2: WARNING: perf not found for kernel 6.8.0-45"
+        );
+        assert!(!parse_facts("@@perf\nperf version 6.1\n@@perf_broken\n\n")
+            .extra
+            .contains_key("perf_broken"));
         assert_eq!(f.hostname.as_deref(), Some("lab-b"));
         assert_eq!(f.nr_cpus, Some(2));
         assert_eq!(f.memory_kb, Some(24576000));

@@ -149,6 +149,9 @@ pub struct HostRecord {
     pub port: u16,
     #[serde(default)]
     pub user: Option<String>,
+    /// kdelta's folder on the host (removed at teardown; by hand after a `kill -9`).
+    #[serde(default)]
+    pub work_folder: String,
     /// Provider-specific resources to remove at teardown (namespace, veth, pid …).
     #[serde(default)]
     pub teardown: BTreeMap<String, String>,

@@ -44,6 +44,16 @@ pub struct CommandError {
     pub tail: String,
 }
 
+/// The host stopped answering in the middle of a command: its sshd died, it
+/// rebooted, or the network dropped. The root cause of whatever failed with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{role}: the SSH connection to {destination} was lost during `{what}` (sshd died, the host rebooted or the network dropped); what was captured before is kept, `kdelta run --resume RUN_DIR` captures this host again")]
+pub struct ConnectionLost {
+    pub role: String,
+    pub destination: String,
+    pub what: String,
+}
+
 pub struct Remote {
     pub role: String,
     pub destination: String,
@@ -123,12 +133,12 @@ impl Remote {
                             "is sshd running and reachable? try `ssh` to it by hand"
                         };
                         return Err(anyhow::anyhow!(
-                            "{}: cannot connect to {}{} after {attempts} attempt(s) in {:.0}s: {} ({hint})",
+                            "{}: cannot connect to {}{}: {} ({hint}; {attempts} attempt(s) in {:.0}s)",
                             spec.role,
                             spec.destination,
                             spec.port.map(|p| format!(" port {p}")).unwrap_or_default(),
+                            ssh_reason(&text, &spec.destination),
                             start.elapsed().as_secs_f64(),
-                            last_line(&text)
                         ));
                     }
                     tokio::time::sleep(delay).await;
@@ -146,6 +156,23 @@ impl Remote {
             .take(40)
             .collect();
         self.logs.join(format!("{n:02}-{slug}.log"))
+    }
+
+    /// `ConnectionLost` when the session is dead, else `e` with the command named.
+    async fn lost_or(&self, what: &str, e: anyhow::Error) -> anyhow::Error {
+        if self.session.check().await.is_err() {
+            ConnectionLost {
+                role: self.role.clone(),
+                destination: self.destination.clone(),
+                what: what.to_string(),
+            }
+            .into()
+        } else {
+            e.context(format!(
+                "{}: `{what}` on {}: ssh failed",
+                self.role, self.destination
+            ))
+        }
     }
 
     fn wrap(script: &str, timeout: Duration) -> String {
@@ -225,12 +252,11 @@ impl Remote {
                     timeout.as_secs() + 15
                 );
             }
-            Ok(r) => r.with_context(|| {
-                format!(
-                    "{}: `{what}` on {}: ssh failed",
-                    self.role, self.destination
-                )
-            })?,
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => {
+                let _ = std::fs::write(&log, format!("$ {script}\n[kdelta: ssh failed: {e}]\n"));
+                return Err(self.lost_or(what, anyhow::Error::new(e)).await);
+            }
         };
         let o = Output {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -313,6 +339,17 @@ impl Remote {
                 dest.display()
             ),
         );
+        if code.is_none() {
+            let e = self.error(
+                what,
+                &Output {
+                    stdout: String::new(),
+                    stderr: err.clone(),
+                    code,
+                },
+            );
+            return Err(self.lost_or(what, e.into()).await);
+        }
         if code != Some(0) {
             return Err(self
                 .error(
@@ -386,10 +423,54 @@ impl Remote {
     }
 }
 
+/// ssh's own reason from the openssh error chain, without the crate's
+/// "failed to connect to the remote host:" and the destination it repeats.
+fn ssh_reason(text: &str, destination: &str) -> String {
+    let line = last_line(text);
+    let mut reason = line.as_str();
+    loop {
+        let before = reason;
+        for prefix in [
+            "failed to connect to the remote host:",
+            destination,
+            ":",
+            "ssh:",
+        ] {
+            reason = reason.trim_start().strip_prefix(prefix).unwrap_or(reason);
+        }
+        if reason == before {
+            break;
+        }
+    }
+    let reason = reason.trim().trim_end_matches('.');
+    if reason.is_empty() {
+        line
+    } else {
+        reason.to_string()
+    }
+}
+
 fn last_line(s: &str) -> String {
     s.lines()
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .unwrap_or(s)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ssh_reason_is_ssh_own_words() {
+        let r = super::ssh_reason(
+            "failed to connect to the remote host: root@198.18.67.26: Permission denied (publickey).",
+            "root@198.18.67.26",
+        );
+        assert_eq!(r, "Permission denied (publickey)");
+        let r = super::ssh_reason(
+            "x\nssh: connect to host 127.0.0.1 port 1: Connection refused\n",
+            "root@127.0.0.1",
+        );
+        assert_eq!(r, "connect to host 127.0.0.1 port 1: Connection refused");
+    }
 }

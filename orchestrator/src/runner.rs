@@ -130,14 +130,17 @@ impl RunLog {
         }
         self.save();
     }
-    fn interrupt_running(&self) {
+    /// Phases still running when the pipeline was dropped (signal, whole-run
+    /// timeout) end with `status` and, if given, the reason.
+    fn cut_running(&self, status: PhaseStatus, why: Option<&str>) {
         if let Ok(mut r) = self.rec.lock() {
             for p in r
                 .phases
                 .iter_mut()
                 .filter(|p| p.status == PhaseStatus::Running)
             {
-                p.status = PhaseStatus::Interrupted;
+                p.status = status;
+                p.error = why.map(str::to_string);
             }
         }
         self.save();
@@ -307,20 +310,50 @@ async fn execute(
     let progress = Arc::new(Progress::new(opts.quiet));
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot install the SIGTERM handler")?;
+    use tokio::signal::unix::{signal, SignalKind};
+    // Both listeners exist from here on, so a signal that arrives while the pipeline
+    // is failing is still seen below.
+    let mut sigint =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
     let run_timeout = Duration::from_secs(plan.timeouts.run);
     let pipeline = pipeline(&plan, &rd, &log, &progress, &ledger, roles);
-    let (result, interrupted) = tokio::select! {
+    let (mut result, mut interrupted) = tokio::select! {
+        biased;
+        _ = sigint.recv() => (Err(anyhow!("interrupted (Ctrl-C)")), true),
+        _ = sigterm.recv() => (Err(anyhow!("interrupted (SIGTERM)")), true),
         r = tokio::time::timeout(run_timeout, pipeline) => match r {
             Ok(r) => (r, false),
             Err(_) => (Err(anyhow!("the whole run took longer than timeouts.run = {}s", plan.timeouts.run)), false),
         },
-        _ = tokio::signal::ctrl_c() => (Err(anyhow!("interrupted (Ctrl-C)")), true),
-        _ = sigterm.recv() => (Err(anyhow!("interrupted (SIGTERM)")), true),
     };
+    if result.is_err() && !interrupted {
+        // A Ctrl-C reaches the whole process group: a local child (an `up`, the
+        // workload client) can die of it and fail the pipeline before kdelta's own
+        // signal is read. That failure is the interruption, not a fault of the host.
+        let late = tokio::select! {
+            _ = sigint.recv() => Some("interrupted (Ctrl-C)"),
+            _ = sigterm.recv() => Some("interrupted (SIGTERM)"),
+            _ = tokio::time::sleep(Duration::from_millis(300)) => None,
+        };
+        if let Some(why) = late {
+            result = Err(anyhow!(why));
+            interrupted = true;
+        }
+    }
+    if let Err(e) = &result {
+        // Whatever ran when the pipeline was dropped did not finish.
+        log.cut_running(
+            if interrupted {
+                PhaseStatus::Interrupted
+            } else {
+                PhaseStatus::Failed
+            },
+            Some(&format!("{e:#}")),
+        );
+    }
     if interrupted {
-        log.interrupt_running();
         progress.println("kdelta: interrupted, tearing down …");
     }
     // Teardown: always, and itself bounded.
@@ -812,9 +845,17 @@ async fn pipeline(
         .unwrap_or_default()
         .to_string_lossy()
         .to_string();
-    // One work folder per role: lab hosts share this machine's filesystem.
+    // One work folder per role: lab hosts share this machine's filesystem. The
+    // random part keeps two runs apart that started in the same second with the
+    // same playbook (from two output folders, or two machines on one host).
+    let nonce = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() as u32
+    };
     let work = format!(
-        "/tmp/kdelta-run-{}",
+        "/tmp/kdelta-run-{}-{nonce:08x}",
         &run_id
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
@@ -852,6 +893,7 @@ async fn pipeline(
                     address: h.address.clone(),
                     port: h.connect.port.unwrap_or(22),
                     user: h.connect.user.clone(),
+                    work_folder: format!("{work}-{}", h.role),
                     teardown: Default::default(),
                 }))
                 .collect(),
@@ -1151,12 +1193,24 @@ async fn one_repeat(
     let elapsed = started.elapsed().as_secs_f64();
     // Stop perf and the server whatever the client did.
     let stop = remote
-        .run(
+        .run_unchecked(
             &format!("stop-{rep}"),
             &capture::stop_script(work, rep),
             cmd_t,
         )
         .await;
+    // A lost connection is the cause of whatever else failed with it: say that first.
+    let stop = match stop {
+        Err(e) if e.is::<crate::remote::ConnectionLost>() => return Err(e),
+        Err(e) => Err(e),
+        Ok(o) if o.code == Some(0) => Ok(()),
+        Ok(o) if o.code == Some(capture::PERF_DIED) => Err(anyhow!(
+            "{}: perf record died during repeat {rep}, before kdelta stopped it: this repeat's profile is cut short (killed? out of memory?); the end of its log:\n    {}",
+            host.role,
+            o.stderr.trim().lines().collect::<Vec<_>>().join("\n    ")
+        )),
+        Ok(o) => Err(remote.error(&format!("stop-{rep}"), &o).into()),
+    };
     let (stdout, stderr, code) = client_res?;
     let server_log = if server.is_some() {
         remote
@@ -1239,6 +1293,9 @@ async fn local_client(cmd: &str, timeout: Duration) -> Result<(String, String, O
 
 /// Checks that perf can record system-wide with kernel symbols.
 fn preflight(role: &str, f: &Facts) -> Result<()> {
+    if let Some(why) = f.extra.get("perf_broken").and_then(|v| v.as_str()) {
+        bail!("{role}: perf is installed but does not run: {why} (install the perf of the running kernel: Debian linux-perf, Ubuntu linux-tools-$(uname -r), RHEL perf)");
+    }
     if f.perf_version.is_none() {
         bail!("{role}: perf is not installed on the host (Debian/Ubuntu: apt-get install linux-perf / linux-tools-$(uname -r); RHEL: dnf install perf)");
     }
@@ -1441,6 +1498,17 @@ mod tests {
         let m = format!("{e:#}");
         assert!(
             m.contains("perf_event_paranoid = 2") && m.contains("sysctl -w"),
+            "{m}"
+        );
+        let mut broken = facts(None, "-1", "1");
+        broken.extra.insert(
+            "perf_broken".into(),
+            "/usr/bin/perf exits 2: WARNING: perf not found for kernel 6.8.0-45".into(),
+        );
+        let m = format!("{:#}", preflight("candidate", &broken).unwrap_err());
+        assert!(
+            m.starts_with("candidate: perf is installed but does not run: /usr/bin/perf exits 2: WARNING: perf not found for kernel 6.8.0-45")
+                && m.contains("linux-tools-$(uname -r)"),
             "{m}"
         );
         // Root may profile whatever the setting; a permissive setting is fine for anyone.
