@@ -548,7 +548,7 @@ fn sshd_killed_during_the_download_then_resumed() {
     let ns = new_namespace(&before.ns, "-c");
     let inode = netns_inode(&ns);
     wrap_perf(&ns, tmp.path(), r#"[ "$1" = script ] && sleep 20"#);
-    wait_for_phase(&out, "download", Some("candidate"), 90);
+    wait_for_phase(&out, "download 1/1", Some("candidate"), 90);
     std::thread::sleep(Duration::from_millis(500));
     kill_ns(&ns);
     let o = kd.finish();
@@ -558,12 +558,12 @@ fn sshd_killed_during_the_download_then_resumed() {
         3,
         &[
             "candidate: the SSH connection to root@",
-            "was lost during `perf-script`",
+            "was lost during `perf-script-1`",
             "--resume",
         ],
     );
-    assert_eq!(o.phase("download", Some("candidate")), "failed");
-    assert_eq!(o.phase("download", Some("baseline")), "ok");
+    assert_eq!(o.phase("download 1/1", Some("candidate")), "failed");
+    assert_eq!(o.phase("download 1/1", Some("baseline")), "ok");
     let base = o.run_dir().join("hosts/baseline/perf.script.zst");
     let kept = std::fs::read(&base).unwrap();
     assert!(!zstd_text(&base).is_empty());
@@ -745,6 +745,14 @@ fn run_directory_disk_full() {
     let left = before.left(None);
     row("run directory's disk full", &o, &left);
     o.expect(3, &["No space left on device"]);
+    // The space set aside for run.json let it record the end: failed, and why.
+    let r = o.record();
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["error"].as_str().unwrap().contains("No space left"),
+        "{r}"
+    );
+    assert!(!o.run_dir().join(".run.json.reserve").exists());
     // The error names the file that could not be written.
     assert!(
         o.stderr.contains(&tiny.display().to_string()),
@@ -945,7 +953,7 @@ fn interrupted_during_download() {
         interrupt_at(
             "download",
             &pb,
-            "download",
+            "download 1/1",
             Some("candidate"),
             s,
             tmp.path(),
@@ -957,4 +965,43 @@ fn interrupted_during_download() {
             },
         );
     });
+}
+
+/// A run cut short keeps every repeat it finished, and `kdelta analyze` reports them.
+#[test]
+fn interrupted_run_is_reported_from_the_repeats_it_finished() {
+    root();
+    let _lab = lab_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let pb = short_playbook(tmp.path(), |t| t.replace("duration: 2", "duration: 3"));
+    let before = world();
+    let out = tmp.path().join("out");
+    let kd = run_pb(&pb, &out);
+    wait_for_phase(&out, "workload 2/2", Some("candidate"), 120);
+    std::thread::sleep(Duration::from_millis(500));
+    kd.signal(Signal::Term);
+    let o = kd.finish();
+    let left = before.left(None);
+    row("SIGTERM in the last repeat, then `analyze`", &o, &left);
+    o.expect(130, &["interrupted"]);
+    assert!(left.is_empty(), "{left:?}");
+    let run = o.run_dir();
+    let values = |role: &str| {
+        read_json(&run.join("hosts").join(role).join("metrics.json"))["metrics"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!((values("baseline"), values("candidate")), (2, 1));
+    let script = zstd_text(&run.join("hosts/candidate/perf.script.zst"));
+    assert!(script.contains("# kdelta-repeat: 1") && !script.contains("# kdelta-repeat: 2"));
+    let a = kdelta().arg("analyze").arg(&run).output().unwrap();
+    assert!(
+        matches!(a.status.code(), Some(0..=2)),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert!(run.join("report.html").is_file() && run.join("summary.json").is_file());
+    let s = read_json(&run.join("summary.json"));
+    assert!(!s["attributions"].as_array().unwrap().is_empty(), "{s}");
 }

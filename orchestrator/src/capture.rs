@@ -95,19 +95,19 @@ true
     )
 }
 
-/// Converts every repeat's recording to text, with repeat markers, compressed on the
-/// host when it has zstd.
-pub fn script_script(work: &str, repeats: u32, remote_zstd: bool) -> String {
+/// Converts one repeat's recording to text, with its repeat marker, compressed on
+/// the host when it has zstd.
+pub fn script_script(work: &str, repeat: u32, remote_zstd: bool) -> String {
     let w = quote(work);
     let compress = if remote_zstd { " | zstd -q -c -3" } else { "" };
     format!(
-        "cd {w}\n{{ for n in $(seq 1 {repeats}); do echo; echo \"# kdelta-repeat: $n\"; perf script -i perf-$n.data --no-inline 2>>perf-script.err || perf script -i perf-$n.data 2>>perf-script.err; echo; done; }}{compress}\n"
+        "cd {w}\n{{ echo; echo \"# kdelta-repeat: {repeat}\"; perf script -i perf-{repeat}.data --no-inline 2>>perf-script.err || perf script -i perf-{repeat}.data 2>>perf-script.err; echo; }}{compress}\n"
     )
 }
 
-pub fn stat_collect_script(work: &str, repeats: u32) -> String {
+pub fn stat_collect_script(work: &str, repeat: u32) -> String {
     format!(
-        "cd {}\nfor n in $(seq 1 {repeats}); do echo \"# kdelta-repeat: $n\"; cat perf-stat-$n.txt 2>/dev/null; done\n",
+        "cd {}\necho \"# kdelta-repeat: {repeat}\"; cat perf-stat-{repeat}.txt 2>/dev/null; true\n",
         quote(work)
     )
 }

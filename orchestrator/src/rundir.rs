@@ -120,13 +120,16 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
 
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp~");
-    {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o644))
             .ok();
+        Ok(())
+    });
+    if let Err(e) = written {
+        // A half-written file on a full disk is of no use and holds space.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
     }
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

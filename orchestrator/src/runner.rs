@@ -91,10 +91,36 @@ struct RunLog {
     rec: Mutex<RunRecord>,
 }
 
+/// Space set aside next to run.json, given back when the disk fills up, so that the
+/// run's last state (failed, and why) can still be written.
+const RESERVE: &str = ".run.json.reserve";
+const RESERVE_BYTES: usize = 64 * 1024;
+
 impl RunLog {
+    fn new(path: PathBuf, rec: RunRecord) -> RunLog {
+        if let Some(dir) = path.parent() {
+            // Real blocks (zeros written), not a sparse file: they must be there to free.
+            let _ = std::fs::write(dir.join(RESERVE), vec![0u8; RESERVE_BYTES]);
+        }
+        RunLog {
+            path,
+            rec: Mutex::new(rec),
+        }
+    }
     fn save(&self) {
         if let Ok(r) = self.rec.lock() {
             let _ = rundir::write_json(&self.path, &*r);
+        }
+    }
+    /// The last save: if the disk is full, the reserve is given up for it (only
+    /// now, when nothing else writes into the run directory any more).
+    fn save_last(&self) {
+        if let Ok(r) = self.rec.lock() {
+            if rundir::write_json(&self.path, &*r).is_err()
+                && std::fs::remove_file(self.path.with_file_name(RESERVE)).is_ok()
+            {
+                let _ = rundir::write_json(&self.path, &*r);
+            }
         }
     }
     fn begin(&self, name: &str, host: Option<&str>) -> (usize, Instant) {
@@ -151,7 +177,7 @@ impl RunLog {
             r.error = error;
             r.finished = Some(rundir::utc_now());
         }
-        self.save();
+        self.save_last();
     }
     fn snapshot(&self) -> Option<serde_json::Value> {
         self.rec
@@ -179,9 +205,9 @@ where
 pub async fn run(plan: Plan, opts: RunOptions) -> Result<Outcome> {
     let rd = RunDir::create(&opts.out, &plan.name)?;
     rundir::write_atomic(&rd.playbook(), plan.text.as_bytes())?;
-    let log = Arc::new(RunLog {
-        path: rd.run_json(),
-        rec: Mutex::new(RunRecord {
+    let log = Arc::new(RunLog::new(
+        rd.run_json(),
+        RunRecord {
             tool: "kdelta".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             playbook: plan.file.display().to_string(),
@@ -192,14 +218,14 @@ pub async fn run(plan: Plan, opts: RunOptions) -> Result<Outcome> {
             error: None,
             phases: vec![],
             resumes: vec![],
-        }),
-    });
+        },
+    ));
     log.save();
     execute(plan, rd, log, &ROLES, opts).await
 }
 
-/// The roles of a run directory whose capture finished: their download phase
-/// passed and their profile and metrics are there.
+/// The roles of a run directory whose capture finished: their last download phase
+/// (that of the last repeat) passed and their profile and metrics are there.
 pub fn completed_roles(dir: &Path, rec: &RunRecord) -> Vec<&'static str> {
     ROLES
         .into_iter()
@@ -208,7 +234,7 @@ pub fn completed_roles(dir: &Path, rec: &RunRecord) -> Vec<&'static str> {
                 .phases
                 .iter()
                 .rev()
-                .find(|p| p.name == "download" && p.host.as_deref() == Some(*role));
+                .find(|p| p.name.starts_with("download ") && p.host.as_deref() == Some(*role));
             downloaded.is_some_and(|p| p.status == PhaseStatus::Ok)
                 && dir
                     .join("hosts")
@@ -291,10 +317,7 @@ pub async fn resume(
     rec.status = PhaseStatus::Running;
     rec.error = None;
     rec.finished = None;
-    let log = Arc::new(RunLog {
-        path: rd.run_json(),
-        rec: Mutex::new(rec),
-    });
+    let log = Arc::new(RunLog::new(rd.run_json(), rec));
     log.save();
     execute(plan, rd, log, &todo, opts).await
 }
@@ -414,6 +437,8 @@ async fn execute(
             outcome.error = Some(e);
         }
     }
+    // run.json has its last state: the space set aside for it is not needed any more.
+    let _ = std::fs::remove_file(rd.root().join(RESERVE));
     progress.finish();
     Ok(outcome)
 }
@@ -1039,108 +1064,158 @@ async fn with_remotes(
             .collect()
     };
 
-    // 5. Workload + capture.
+    // 5. Workload and capture, repeat by repeat. Each repeat's profile is converted
+    //    and downloaded right after it, so a run cut short keeps every repeat it
+    //    finished: `kdelta analyze` reports them, `--resume` recaptures the hosts
+    //    that did not finish.
     let repeats = plan.capture.repeat;
     let mut values: Vec<Vec<Vec<Option<f64>>>> = vec![Vec::new(); hosts.len()];
     let mut logs: Vec<String> = vec![String::new(); hosts.len()];
-    let sequential = plan.sequential();
+    // Hosts that share this machine run one at a time, others at once.
+    let groups: Vec<Vec<usize>> = if plan.sequential() {
+        (0..hosts.len()).map(|i| vec![i]).collect()
+    } else {
+        vec![(0..hosts.len()).collect()]
+    };
     for rep in 1..=repeats {
-        if sequential {
-            for i in 0..hosts.len() {
-                let (v, l) = phase(
+        for group in &groups {
+            let name = format!("workload {rep}/{repeats}");
+            let futs = group.iter().map(|&i| {
+                phase(
                     log,
-                    &format!("workload {rep}/{repeats}"),
+                    &name,
                     Some(&hosts[i].role),
                     one_repeat(plan, &hosts[i], &remotes[i], &works[i], rep, progress),
                 )
-                .await?;
-                values[i].push(v);
-                logs[i].push_str(&l);
-                rundir::write_atomic(
-                    &rd.host_file(&hosts[i].role, "workload.log"),
-                    logs[i].as_bytes(),
-                )?;
-            }
-        } else {
-            let futs = (0..hosts.len()).map(|i| {
-                let name = format!("workload {rep}/{repeats}");
-                async move {
-                    phase(
-                        log,
-                        &name,
-                        Some(&hosts[i].role),
-                        one_repeat(plan, &hosts[i], &remotes[i], &works[i], rep, progress),
-                    )
-                    .await
-                }
             });
-            let res = futures_join_all(futs).await;
-            for (i, r) in res.into_iter().enumerate() {
-                let (v, l) = r?;
-                values[i].push(v);
-                logs[i].push_str(&l);
-                rundir::write_atomic(
-                    &rd.host_file(&hosts[i].role, "workload.log"),
-                    logs[i].as_bytes(),
-                )?;
+            let results = futures_join_all(futs).await;
+            // Keep what the hosts that succeeded measured before reporting a failure.
+            let mut first_err = None;
+            let mut done = Vec::new();
+            for (&i, r) in group.iter().zip(results) {
+                match r {
+                    Ok((v, l)) => {
+                        values[i].push(v);
+                        logs[i].push_str(&l);
+                        done.push(i);
+                    }
+                    Err(e) => first_err = first_err.or(Some(e)),
+                }
+            }
+            let name = format!("download {rep}/{repeats}");
+            let futs = done.iter().map(|&i| {
+                let h = &hosts[i];
+                let (vals, text, zst) = (&values[i], &logs[i], remote_zstd[i]);
+                phase(log, &name, Some(&h.role), async move {
+                    rundir::write_atomic(&rd.host_file(&h.role, "workload.log"), text.as_bytes())?;
+                    let m = capture::metrics_file(&plan.workload.metrics, vals, vals.len() as u32);
+                    rundir::write_json(&rd.host_file(&h.role, "metrics.json"), &m)?;
+                    download_repeat(plan, rd, h, &remotes[i], &works[i], rep, zst, progress).await
+                })
+            });
+            for r in futures_join_all(futs).await {
+                if let Err(e) = r {
+                    first_err = first_err.or(Some(e));
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
             }
         }
     }
-    for (i, h) in hosts.iter().enumerate() {
-        let m = capture::metrics_file(&plan.workload.metrics, &values[i], repeats);
-        rundir::write_json(&rd.host_file(&h.role, "metrics.json"), &m)?;
-    }
+    Ok(())
+}
 
-    // 6. Download: perf script streamed (compressed), perf stat.
-    let dl = hosts.iter().zip(remotes).enumerate().map(|(i, (h, r))| {
-        let zst = remote_zstd[i];
-        let work = works[i].as_str();
-        phase(log, "download", Some(&h.role), async move {
-            progress.step(&h.role, "perf script → perf.script.zst");
-            let script = capture::script_script(work, repeats, zst);
-            let dest = rd.host_file(&h.role, "perf.script.zst");
-            if zst {
-                r.run_to_file("perf-script", &script, &dest, cmd_t * 4)
-                    .await?;
-            } else {
-                let raw = rd.host_file(&h.role, "perf.script.part");
-                r.run_to_file("perf-script", &script, &raw, cmd_t * 4)
-                    .await?;
-                let dest2 = dest.clone();
-                tokio::task::spawn_blocking(move || -> Result<()> {
-                    let mut input = std::fs::File::open(&raw)?;
-                    let out = std::fs::File::create(&dest2)?;
-                    zstd::stream::copy_encode(&mut input, out, 3)?;
-                    std::fs::remove_file(&raw)?;
-                    Ok(())
-                })
-                .await??;
-            }
-            if plan.capture.stat {
-                let out = r
-                    .run_unchecked(
-                        "perf-stat",
-                        &capture::stat_collect_script(work, repeats),
-                        cmd_t,
-                    )
-                    .await?;
-                rundir::write_atomic(
-                    &rd.host_file(&h.role, "perf-stat.txt"),
-                    out.stdout.as_bytes(),
-                )?;
-            }
-            let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
-            progress.done(
-                &h.role,
-                &format!("captured ({} KiB compressed)", size / 1024),
-            );
-            Ok(())
-        })
-    });
-    futures_join_all(dl)
+/// Converts one repeat's recording on the host (`perf script`, compressed there when
+/// it has zstd) and appends it to `perf.script.zst` as one more zstd frame; appends
+/// its `perf stat` counts; then frees the recording on the host.
+#[allow(clippy::too_many_arguments)]
+async fn download_repeat(
+    plan: &Plan,
+    rd: &RunDir,
+    h: &Host,
+    r: &Remote,
+    work: &str,
+    rep: u32,
+    remote_zstd: bool,
+    progress: &Progress,
+) -> Result<()> {
+    let cmd_t = Duration::from_secs(plan.timeouts.command);
+    progress.step(
+        &h.role,
+        &format!(
+            "repeat {rep}/{}: perf script → perf.script.zst",
+            plan.capture.repeat
+        ),
+    );
+    let part = rd.host_file(&h.role, &format!("perf.script.{rep}.part"));
+    r.run_to_file(
+        &format!("perf-script-{rep}"),
+        &capture::script_script(work, rep, remote_zstd),
+        &part,
+        cmd_t * 4,
+    )
+    .await?;
+    let dest = rd.host_file(&h.role, "perf.script.zst");
+    let (part2, dest2) = (part.clone(), dest.clone());
+    tokio::task::spawn_blocking(move || append_frame(&part2, &dest2, !remote_zstd))
         .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
+        .context("appending the profile")??;
+    std::fs::remove_file(&part).ok();
+    if plan.capture.stat {
+        let out = r
+            .run_unchecked(
+                &format!("perf-stat-{rep}"),
+                &capture::stat_collect_script(work, rep),
+                cmd_t,
+            )
+            .await?;
+        let path = rd.host_file(&h.role, "perf-stat.txt");
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(&out.stdout);
+        rundir::write_atomic(&path, text.as_bytes())?;
+    }
+    // The recording is in the run directory now; a long run must not fill the host.
+    let _ = r
+        .run_unchecked(
+            &format!("free-{rep}"),
+            &format!("rm -f {}/perf-{rep}.data", crate::shell::quote(work)),
+            cmd_t,
+        )
+        .await;
+    if rep == plan.capture.repeat {
+        let size = std::fs::metadata(&dest).map(|m| m.len()).unwrap_or(0);
+        progress.done(
+            &h.role,
+            &format!("captured ({} KiB compressed)", size / 1024),
+        );
+    }
+    Ok(())
+}
+
+/// Appends `part` to `dest` (compressing it first when `compress`); on an error the
+/// file is cut back to its old length, so it always holds whole frames.
+fn append_frame(part: &Path, dest: &Path, compress: bool) -> Result<()> {
+    use std::io::{Seek, Write};
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dest)
+        .with_context(|| format!("cannot write {}", dest.display()))?;
+    let before = out.seek(std::io::SeekFrom::End(0))?;
+    let res = (|| -> std::io::Result<()> {
+        let mut input = std::fs::File::open(part)?;
+        if compress {
+            zstd::stream::copy_encode(&mut input, &mut out, 3)?;
+        } else {
+            std::io::copy(&mut input, &mut out)?;
+        }
+        out.flush()
+    })();
+    if let Err(e) = res {
+        let _ = out.set_len(before);
+        return Err(e).with_context(|| format!("cannot write {}", dest.display()));
+    }
     Ok(())
 }
 
