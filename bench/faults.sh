@@ -17,5 +17,5 @@ echo "| fault | exit | time | first error line | run.json | kept under hosts/ | 
 echo "|---|---|---|---|---|---|---|"
 cat "$table"
 echo
-echo "$(grep -c '' "$table") faults tried; suite $([ $status = 0 ] && echo passed || echo "FAILED (cargo test --release --test faults for details)")"
+echo "$(grep -c "" "$table") rows; suite $([ $status = 0 ] && echo passed || echo "FAILED (cargo test --release --test faults for details)")"
 exit $status

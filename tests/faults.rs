@@ -1,8 +1,8 @@
 //! The fault-injection suite: one fault at a time on the lab. For each: kdelta's exit
 //! code, the error a person reads, what run.json and the run directory kept, and that
-//! nothing is left behind: no namespace, lab sshd, QEMU, work folder, no process of
-//! the faulty host and none that the fault itself started (their command lines carry
-//! the word `kdfault`).
+//! nothing is left behind: no namespace, veth, lab sshd, QEMU, work folder, no process
+//! of the faulty host and none that the fault itself started (their command lines
+//! carry the word `kdfault`).
 //!
 //! Each test prints its rows of the fault table (visible with `--nocapture`) and, when
 //! KDELTA_FAULT_TABLE names a file, appends them there: `bench/faults.sh` runs the
@@ -64,6 +64,8 @@ fn netns_inode(ns: &str) -> String {
 /// What kdelta may leave on this machine.
 struct World {
     ns: Vec<String>,
+    /// Host ends of lab veth links (`kd<id><b|c>`).
+    links: Vec<String>,
     work: Vec<String>,
     sshd: Vec<i32>,
     qemu: Vec<i32>,
@@ -72,6 +74,12 @@ struct World {
 fn world() -> World {
     World {
         ns: kd_namespaces(),
+        links: std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("kd"))
+            .collect(),
         work: work_folders(),
         sshd: procs_matching("sshd -f /tmp/kd-"),
         qemu: procs_matching("qemu-system"),
@@ -86,42 +94,24 @@ impl World {
         // to be reaped by its parent.
         std::thread::sleep(Duration::from_millis(300));
         let now = world();
-        let mut left = Vec::new();
-        left.extend(
-            now.ns
-                .iter()
-                .filter(|n| !self.ns.contains(n))
-                .map(|n| format!("namespace {n}")),
-        );
-        left.extend(
-            now.work
-                .iter()
-                .filter(|w| !self.work.contains(w))
-                .map(|w| format!("work folder /tmp/{w}")),
-        );
-        left.extend(
-            now.sshd
-                .iter()
-                .filter(|p| !self.sshd.contains(p))
-                .map(|p| format!("lab sshd {p}")),
-        );
-        left.extend(
-            now.qemu
-                .iter()
-                .filter(|p| !self.qemu.contains(p))
-                .map(|p| format!("qemu {p}")),
-        );
-        left.extend(
-            procs_matching("kdfault")
-                .into_iter()
-                .map(|p| format!("fault process {p}")),
-        );
+        fn new<T: PartialEq + std::fmt::Display>(now: &[T], then: &[T], what: &str) -> Vec<String> {
+            now.iter()
+                .filter(|x| !then.contains(x))
+                .map(|x| format!("{what} {x}"))
+                .collect()
+        }
+        let mut left = new(&now.ns, &self.ns, "namespace");
+        left.extend(new(&now.links, &self.links, "veth"));
+        left.extend(new(&now.work, &self.work, "work folder"));
+        left.extend(new(&now.sshd, &self.sshd, "lab sshd"));
+        left.extend(new(&now.qemu, &self.qemu, "qemu"));
+        left.extend(new(&procs_matching("kdfault"), &[], "fault process"));
         if let Some(inode) = netns {
-            left.extend(
-                procs_in_netns(inode)
-                    .into_iter()
-                    .map(|p| format!("process {p} of the faulty host")),
-            );
+            left.extend(new(
+                &procs_in_netns(inode),
+                &[],
+                "process of the faulty host:",
+            ));
         }
         left
     }
@@ -345,6 +335,29 @@ fn row(fault: &str, o: &Outcome, left: &[String]) {
     }
 }
 
+/// Runs `pb` to its end with a fault made beforehand (or by `inject`, given kdelta
+/// running and what was there before; it returns the faulty host's netns inode, whose
+/// processes must all be gone afterwards); prints the row; checks nothing is left.
+fn run_with_fault(
+    fault: &str,
+    pb: &Path,
+    out: &Path,
+    inject: impl FnOnce(&Kd, &World) -> Option<String>,
+) -> Outcome {
+    let before = world();
+    let kd = run_pb(pb, out);
+    let inode = inject(&kd, &before);
+    let o = kd.finish();
+    let left = before.left(inode.as_deref());
+    row(fault, &o, &left);
+    assert!(left.is_empty(), "{fault}: left behind: {left:?}");
+    o
+}
+
+fn run_fault(fault: &str, pb: &Path, out: &Path) -> Outcome {
+    run_with_fault(fault, pb, out, |_, _| None)
+}
+
 // ----- making faults ------------------------------------------------------------
 
 /// Every test here holds the lab lock, also those without a lab: each checks that
@@ -405,6 +418,15 @@ fn wrap_perf(ns: &str, dir: &Path, body: &str) {
     assert!(st.success(), "bind the perf wrapper");
 }
 
+/// Once the candidate of the run under `out` deploys, binds a perf wrapper running
+/// `body` there; returns the candidate's namespace.
+fn slow_perf_on_candidate(out: &Path, before: &World, dir: &Path, body: &str) -> String {
+    wait_for_phase(out, "deploy", Some("candidate"), 90);
+    let ns = new_namespace(&before.ns, "-c");
+    wrap_perf(&ns, dir, body);
+    ns
+}
+
 /// A TCP port on 127.0.0.1 that accepts connections and never says a word.
 fn silent_port() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap()
@@ -438,17 +460,13 @@ fn sshd_killed_before_connect() {
     kill_ns(&lab.namespace("candidate"));
     let pb = tmp.path().join("pb.yaml");
     std::fs::write(&pb, lab.ssh_playbook(None, "timeouts: { connect: 3 }\n")).unwrap();
-    let before = world();
-    let o = run_pb(&pb, &tmp.path().join("out")).finish();
-    let left = before.left(None);
-    row("sshd killed before connect", &o, &left);
+    let o = run_fault("sshd killed before connect", &pb, &tmp.path().join("out"));
     o.expect(
         3,
         &["candidate: cannot connect to root@", "Connection refused"],
     );
     assert_eq!(o.phase("connect", None), "failed");
     assert_eq!(o.phase("teardown", None), "ok");
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -457,13 +475,9 @@ fn host_accepts_tcp_but_never_speaks_ssh() {
     let tmp = tempfile::tempdir().unwrap();
     let port = silent_port();
     let pb = ssh_pair_to(tmp.path(), port.local_addr().unwrap().port(), 3);
-    let before = world();
-    let o = run_pb(&pb, &tmp.path().join("out")).finish();
-    let left = before.left(None);
-    row("TCP open, SSH silent", &o, &left);
+    let o = run_fault("TCP open, SSH silent", &pb, &tmp.path().join("out"));
     o.expect(3, &["cannot connect to root@127.0.0.1", "is sshd running"]);
     assert_eq!(o.phase("connect", None), "failed");
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -485,13 +499,9 @@ fn wrong_key() {
         lab.ssh_playbook(wrong.to_str(), "timeouts: { connect: 5 }\n"),
     )
     .unwrap();
-    let before = world();
-    let o = run_pb(&pb, &tmp.path().join("out")).finish();
-    let left = before.left(None);
-    row("wrong key", &o, &left);
+    let o = run_fault("wrong key", &pb, &tmp.path().join("out"));
     o.expect(3, &["the key was refused", "identity_file"]);
     assert_eq!(o.phase("connect", None), "failed");
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -500,17 +510,19 @@ fn sshd_killed_during_the_workload() {
     let _lab = lab_lock();
     let tmp = tempfile::tempdir().unwrap();
     let pb = lab_playbook(tmp.path(), 4, "true");
-    let before = world();
-    let out = tmp.path().join("out");
-    let kd = run_pb(&pb, &out);
-    wait_for_phase(&out, "workload 1/1", Some("candidate"), 90);
-    let ns = new_namespace(&before.ns, "-c");
-    let inode = netns_inode(&ns);
-    std::thread::sleep(Duration::from_secs(1));
-    kill_ns(&ns);
-    let o = kd.finish();
-    let left = before.left(Some(&inode));
-    row("sshd killed during the workload", &o, &left);
+    let o = run_with_fault(
+        "sshd killed during the workload",
+        &pb,
+        &tmp.path().join("out"),
+        |kd, before| {
+            wait_for_phase(&kd.out, "workload 1/1", Some("candidate"), 90);
+            let ns = new_namespace(&before.ns, "-c");
+            let inode = netns_inode(&ns);
+            std::thread::sleep(Duration::from_secs(1));
+            kill_ns(&ns);
+            Some(inode)
+        },
+    );
     o.expect(
         3,
         &[
@@ -530,7 +542,6 @@ fn sshd_killed_during_the_workload() {
             .join("facts.json")
             .is_file());
     }
-    assert!(left.is_empty(), "{left:?}");
 }
 
 /// The connection drops while `perf script` streams the candidate's profile: the
@@ -541,19 +552,25 @@ fn sshd_killed_during_the_download_then_resumed() {
     let _lab = lab_lock();
     let tmp = tempfile::tempdir().unwrap();
     let pb = lab_playbook(tmp.path(), 2, "sleep 2; echo kdfault");
-    let before = world();
     let out = tmp.path().join("out");
-    let kd = run_pb(&pb, &out);
-    wait_for_phase(&out, "deploy", Some("candidate"), 90);
-    let ns = new_namespace(&before.ns, "-c");
-    let inode = netns_inode(&ns);
-    wrap_perf(&ns, tmp.path(), r#"[ "$1" = script ] && sleep 20"#);
-    wait_for_phase(&out, "download 1/1", Some("candidate"), 90);
-    std::thread::sleep(Duration::from_millis(500));
-    kill_ns(&ns);
-    let o = kd.finish();
-    let left = before.left(Some(&inode));
-    row("sshd killed during the download", &o, &left);
+    let o = run_with_fault(
+        "sshd killed during the download",
+        &pb,
+        &out,
+        |kd, before| {
+            let ns = slow_perf_on_candidate(
+                &kd.out,
+                before,
+                tmp.path(),
+                r#"[ "$1" = script ] && sleep 20"#,
+            );
+            wait_for_phase(&kd.out, "download 1/1", Some("candidate"), 90);
+            std::thread::sleep(Duration::from_millis(500));
+            let inode = netns_inode(&ns);
+            kill_ns(&ns);
+            Some(inode)
+        },
+    );
     o.expect(
         3,
         &[
@@ -567,9 +584,9 @@ fn sshd_killed_during_the_download_then_resumed() {
     let base = o.run_dir().join("hosts/baseline/perf.script.zst");
     let kept = std::fs::read(&base).unwrap();
     assert!(!zstd_text(&base).is_empty());
-    assert!(left.is_empty(), "{left:?}");
 
     let run = o.run_dir();
+    let world_before_resume = world();
     let r = start(
         &["run".as_ref(), "--resume".as_ref(), run.as_os_str()],
         &out,
@@ -583,7 +600,7 @@ fn sshd_killed_during_the_download_then_resumed() {
     );
     assert!(!zstd_text(&run.join("hosts/candidate/perf.script.zst")).is_empty());
     assert!(run.join("report.html").is_file());
-    let left = before.left(None);
+    let left = world_before_resume.left(None);
     row("  … then `run --resume`", &r, &left);
     assert!(left.is_empty(), "{left:?}");
 }
@@ -595,20 +612,16 @@ fn perf_that_does_not_run() {
     let _lab = lab_lock();
     let tmp = tempfile::tempdir().unwrap();
     let pb = lab_playbook(tmp.path(), 2, "sleep 2; echo kdfault");
-    let before = world();
-    let out = tmp.path().join("out");
-    let kd = run_pb(&pb, &out);
-    wait_for_phase(&out, "deploy", Some("candidate"), 90);
-    let ns = new_namespace(&before.ns, "-c");
-    let inode = netns_inode(&ns);
-    wrap_perf(
-        &ns,
-        tmp.path(),
-        "echo 'WARNING: perf not found for kernel 6.8.0-45' >&2\necho '  You may need to install linux-tools-6.8.0-45-generic' >&2\nexit 2",
+    let ubuntu = "echo 'WARNING: perf not found for kernel 6.8.0-45' >&2\necho '  You may need to install linux-tools-6.8.0-45-generic' >&2\nexit 2";
+    let o = run_with_fault(
+        "perf missing (does not run)",
+        &pb,
+        &tmp.path().join("out"),
+        |kd, before| {
+            let ns = slow_perf_on_candidate(&kd.out, before, tmp.path(), ubuntu);
+            Some(netns_inode(&ns))
+        },
     );
-    let o = kd.finish();
-    let left = before.left(Some(&inode));
-    row("perf missing (does not run)", &o, &left);
     o.expect(
         3,
         &[
@@ -619,7 +632,6 @@ fn perf_that_does_not_run() {
     );
     assert_eq!(o.phase("facts", Some("candidate")), "failed");
     assert_eq!(o.phase("facts", Some("baseline")), "ok");
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -628,34 +640,35 @@ fn perf_killed_mid_record() {
     let _lab = lab_lock();
     let tmp = tempfile::tempdir().unwrap();
     let pb = lab_playbook(tmp.path(), 5, "true");
-    let before = world();
-    let out = tmp.path().join("out");
-    let kd = run_pb(&pb, &out);
-    wait_for_phase(&out, "workload 1/1", Some("candidate"), 90);
-    let ns = new_namespace(&before.ns, "-c");
-    let inode = netns_inode(&ns);
-    std::thread::sleep(Duration::from_millis(1500));
-    let perfs: Vec<i32> = ns_pids(&ns)
-        .into_iter()
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "perf")
-        })
-        .collect();
-    assert!(!perfs.is_empty(), "no perf running on the candidate");
-    for p in perfs {
-        unsafe {
-            libc::kill(p, libc::SIGKILL);
-        }
-    }
-    let o = kd.finish();
-    let left = before.left(Some(&inode));
-    row("perf killed mid-record", &o, &left);
+    let o = run_with_fault(
+        "perf killed mid-record",
+        &pb,
+        &tmp.path().join("out"),
+        |kd, before| {
+            wait_for_phase(&kd.out, "workload 1/1", Some("candidate"), 90);
+            let ns = new_namespace(&before.ns, "-c");
+            std::thread::sleep(Duration::from_millis(1500));
+            let perfs: Vec<i32> = ns_pids(&ns)
+                .into_iter()
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == "perf")
+                })
+                .collect();
+            assert!(!perfs.is_empty(), "no perf running on the candidate");
+            for p in perfs {
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+            Some(netns_inode(&ns))
+        },
+    );
     o.expect(
         3,
         &["candidate: perf record died during repeat 1, before kdelta stopped it"],
     );
     assert_eq!(o.phase("workload 1/1", Some("candidate")), "failed");
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -671,10 +684,11 @@ fn workload_hangs_past_its_timeout() {
             )
             .replace("timeout: 60", "timeout: 4")
     });
-    let before = world();
-    let o = run_pb(&pb, &tmp.path().join("out")).finish();
-    let left = before.left(None);
-    row("workload hangs past its timeout", &o, &left);
+    let o = run_fault(
+        "workload hangs past its timeout",
+        &pb,
+        &tmp.path().join("out"),
+    );
     o.expect(
         3,
         &[
@@ -687,7 +701,6 @@ fn workload_hangs_past_its_timeout() {
         o.run_dir().join("hosts/baseline/workload.log").is_file()
             || o.stderr.contains("workload.log")
     );
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -698,10 +711,11 @@ fn whole_run_longer_than_timeouts_run() {
     let pb = lab_playbook(tmp.path(), 30, "true");
     let text = std::fs::read_to_string(&pb).unwrap() + "timeouts: { run: 10 }\n";
     std::fs::write(&pb, text).unwrap();
-    let before = world();
-    let o = run_pb(&pb, &tmp.path().join("out")).finish();
-    let left = before.left(None);
-    row("whole run longer than timeouts.run", &o, &left);
+    let o = run_fault(
+        "whole run longer than timeouts.run",
+        &pb,
+        &tmp.path().join("out"),
+    );
     o.expect(3, &["the whole run took longer than timeouts.run = 10s"]);
     // The phase that was running is marked failed, with the reason; none stays `running`.
     let r = o.record();
@@ -714,7 +728,6 @@ fn whole_run_longer_than_timeouts_run() {
     );
     assert!(!phases.iter().any(|p| p["status"] == "running"), "{r}");
     assert_eq!(o.phase("teardown", None), "ok");
-    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Unmounts the small tmpfs, also when an assertion failed.
@@ -740,10 +753,7 @@ fn run_directory_disk_full() {
         .unwrap();
     assert!(st.success());
     let _mount = Tmpfs(tiny.clone());
-    let before = world();
-    let o = run_pb(&pb, &tiny).finish();
-    let left = before.left(None);
-    row("run directory's disk full", &o, &left);
+    let o = run_fault("run directory's disk full", &pb, &tiny);
     o.expect(3, &["No space left on device"]);
     // The space set aside for run.json let it record the end: failed, and why.
     let r = o.record();
@@ -759,7 +769,6 @@ fn run_directory_disk_full() {
         "{}",
         o.stderr
     );
-    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -796,16 +805,15 @@ fn interrupt_at(
     dir: &Path,
     ready: impl Fn(&Path, &World) -> Option<String>,
 ) -> Outcome {
-    let before = world();
     let out = dir.join(format!("out-{what}-{signal:?}"));
-    let kd = run_pb(pb, &out);
-    let inode = ready(&out, &before);
-    wait_for_phase(&out, phase, host, 120);
-    std::thread::sleep(Duration::from_millis(500));
-    kd.signal(signal);
-    let o = kd.finish();
-    let left = before.left(inode.as_deref());
-    row(&format!("{} during {what}", signal.name()), &o, &left);
+    let fault = format!("{} during {what}", signal.name());
+    let o = run_with_fault(&fault, pb, &out, |kd, before| {
+        let inode = ready(&kd.out, before);
+        wait_for_phase(&kd.out, phase, host, 120);
+        std::thread::sleep(Duration::from_millis(500));
+        kd.signal(signal);
+        inode
+    });
     o.expect(130, &["interrupted"]);
     let r = o.record();
     assert_eq!(r["status"], "interrupted", "{r}");
@@ -817,7 +825,6 @@ fn interrupt_at(
         "{phase}: {cut}\n{r}"
     );
     assert_eq!(o.phase("teardown", None), "ok", "{r}");
-    assert!(left.is_empty(), "{left:?}");
     o
 }
 
@@ -875,96 +882,60 @@ fn interrupted_during_connect() {
     });
 }
 
-#[test]
-fn interrupted_during_deploy() {
+/// Interrupts a lab run, both ways, at `phase` on the candidate, whose setup is
+/// `setup`; `slow_perf`, if given, is bound over the candidate's perf while it
+/// deploys (to hold the run in a phase that uses perf).
+fn interrupt_lab_at(what: &str, phase: &str, duration: u32, setup: &str, slow_perf: Option<&str>) {
     root();
     let _lab = lab_lock();
     let tmp = tempfile::tempdir().unwrap();
-    let pb = lab_playbook(tmp.path(), 2, "sleep 30; echo kdfault");
+    let pb = lab_playbook(tmp.path(), duration, setup);
     each_signal(|s| {
         interrupt_at(
-            "deploy",
+            what,
             &pb,
-            "deploy",
+            phase,
             Some("candidate"),
             s,
             tmp.path(),
             |out, before| {
                 wait_for_phase(out, "deploy", Some("candidate"), 90);
-                Some(netns_inode(&new_namespace(&before.ns, "-c")))
+                let ns = new_namespace(&before.ns, "-c");
+                if let Some(body) = slow_perf {
+                    wrap_perf(&ns, tmp.path(), body);
+                }
+                Some(netns_inode(&ns))
             },
         );
     });
+}
+
+#[test]
+fn interrupted_during_deploy() {
+    interrupt_lab_at("deploy", "deploy", 2, "sleep 30; echo kdfault", None);
 }
 
 #[test]
 fn interrupted_during_facts() {
-    root();
-    let _lab = lab_lock();
-    let tmp = tempfile::tempdir().unwrap();
-    let pb = lab_playbook(tmp.path(), 2, "sleep 2; echo kdfault");
-    each_signal(|s| {
-        interrupt_at(
-            "facts",
-            &pb,
-            "facts",
-            Some("candidate"),
-            s,
-            tmp.path(),
-            |out, before| {
-                wait_for_phase(out, "deploy", Some("candidate"), 90);
-                let ns = new_namespace(&before.ns, "-c");
-                wrap_perf(&ns, tmp.path(), r#"[ "$1" = --version ] && sleep 30"#);
-                Some(netns_inode(&ns))
-            },
-        );
-    });
+    let slow = r#"[ "$1" = --version ] && sleep 30"#;
+    interrupt_lab_at("facts", "facts", 2, "sleep 2; echo kdfault", Some(slow));
 }
 
 #[test]
 fn interrupted_during_workload() {
-    root();
-    let _lab = lab_lock();
-    let tmp = tempfile::tempdir().unwrap();
-    let pb = lab_playbook(tmp.path(), 6, "true");
-    each_signal(|s| {
-        interrupt_at(
-            "workload",
-            &pb,
-            "workload 1/1",
-            Some("candidate"),
-            s,
-            tmp.path(),
-            |out, before| {
-                wait_for_phase(out, "workload 1/1", Some("candidate"), 90);
-                Some(netns_inode(&new_namespace(&before.ns, "-c")))
-            },
-        );
-    });
+    interrupt_lab_at("workload", "workload 1/1", 6, "true", None);
 }
 
 #[test]
 fn interrupted_during_download() {
-    root();
-    let _lab = lab_lock();
-    let tmp = tempfile::tempdir().unwrap();
-    let pb = lab_playbook(tmp.path(), 2, "sleep 2; echo kdfault");
-    each_signal(|s| {
-        interrupt_at(
-            "download",
-            &pb,
-            "download 1/1",
-            Some("candidate"),
-            s,
-            tmp.path(),
-            |out, before| {
-                wait_for_phase(out, "deploy", Some("candidate"), 90);
-                let ns = new_namespace(&before.ns, "-c");
-                wrap_perf(&ns, tmp.path(), r#"[ "$1" = script ] && sleep 30"#);
-                Some(netns_inode(&ns))
-            },
-        );
-    });
+    let slow = r#"[ "$1" = script ] && sleep 30"#;
+    interrupt_lab_at(
+        "download",
+        "download 1/1",
+        2,
+        "sleep 2; echo kdfault",
+        Some(slow),
+    );
 }
 
 /// A run cut short keeps every repeat it finished, and `kdelta analyze` reports them.
@@ -974,17 +945,18 @@ fn interrupted_run_is_reported_from_the_repeats_it_finished() {
     let _lab = lab_lock();
     let tmp = tempfile::tempdir().unwrap();
     let pb = short_playbook(tmp.path(), |t| t.replace("duration: 2", "duration: 3"));
-    let before = world();
-    let out = tmp.path().join("out");
-    let kd = run_pb(&pb, &out);
-    wait_for_phase(&out, "workload 2/2", Some("candidate"), 120);
-    std::thread::sleep(Duration::from_millis(500));
-    kd.signal(Signal::Term);
-    let o = kd.finish();
-    let left = before.left(None);
-    row("SIGTERM in the last repeat, then `analyze`", &o, &left);
+    let o = run_with_fault(
+        "SIGTERM in the last repeat, then `analyze`",
+        &pb,
+        &tmp.path().join("out"),
+        |kd, _| {
+            wait_for_phase(&kd.out, "workload 2/2", Some("candidate"), 120);
+            std::thread::sleep(Duration::from_millis(500));
+            kd.signal(Signal::Term);
+            None
+        },
+    );
     o.expect(130, &["interrupted"]);
-    assert!(left.is_empty(), "{left:?}");
     let run = o.run_dir();
     let values = |role: &str| {
         read_json(&run.join("hosts").join(role).join("metrics.json"))["metrics"][0]["values"]
