@@ -156,10 +156,42 @@ pub fn fold_file(path: &Path, opts: &FoldOptions) -> io::Result<Profile> {
     let is_zst = path.extension().is_some_and(|e| e == "zst");
     let label = path.display().to_string();
     if is_zst {
-        let dec = zstd::stream::read::Decoder::new(file)?;
-        fold_reader(dec, &label, opts)
+        let cut = std::cell::Cell::new(None);
+        let dec = CutShort {
+            inner: zstd::stream::read::Decoder::new(file)?,
+            cut: &cut,
+        };
+        let mut p = fold_reader(dec, &label, opts)?;
+        if let Some(e) = cut.take() {
+            p.warnings.insert(
+                0,
+                format!("{label}: the compressed data ends cut short ({e}): what came before it is used"),
+            );
+        }
+        Ok(p)
     } else {
         fold_reader(file, &label, opts)
+    }
+}
+
+/// Ends a zstd stream at its first broken frame instead of failing: a kdelta killed
+/// while it appended a repeat leaves a cut-short last frame; the repeats before it
+/// are whole and worth analysing. The error is kept for a warning.
+struct CutShort<'a, R> {
+    inner: R,
+    cut: &'a std::cell::Cell<Option<String>>,
+}
+
+impl<R: Read> Read for CutShort<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Err(e) if e.kind() != io::ErrorKind::Interrupted => {
+                // Reads after this one also end: the fold stops at the first 0.
+                self.cut.set(Some(e.to_string()));
+                Ok(0)
+            }
+            other => other,
+        }
     }
 }
 
@@ -940,6 +972,27 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
         assert_eq!(p.samples, 6);
         assert_eq!(p.busy_per_repeat(), vec![2, 2]);
         assert_eq!(p.other_events, vec![("page-faults".to_string(), 1)]);
+    }
+
+    /// One zstd frame per repeat, as kdelta appends them; a kill during the append
+    /// of the second leaves half a frame: the first repeat is still read, with a warning.
+    #[test]
+    fn frames_per_repeat_and_a_cut_short_last_frame() {
+        let frame = |rep: u32| {
+            zstd::stream::encode_all(format!("\n{REPEAT_MARKER}{rep}\n{SAMPLE}").as_bytes(), 3)
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("perf.script.zst");
+        let (one, two) = (frame(1), frame(2));
+        std::fs::write(&path, [one.clone(), two.clone()].concat()).unwrap();
+        let p = fold_file(&path, &FoldOptions::default()).unwrap();
+        assert_eq!((p.repeats, p.samples), (2, 6));
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        std::fs::write(&path, [one, two[..two.len() / 2].to_vec()].concat()).unwrap();
+        let p = fold_file(&path, &FoldOptions::default()).unwrap();
+        assert_eq!((p.repeats, p.samples), (1, 3));
+        assert!(p.warnings[0].contains("cut short"), "{:?}", p.warnings);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub struct Remote {
     session: Session,
     logs: PathBuf,
     seq: AtomicU32,
+    /// Set as KDELTA_RUN in the environment of every command, which its children
+    /// inherit: teardown finds and stops whatever a cut-short run left running.
+    tag: Option<String>,
 }
 
 #[derive(Debug)]
@@ -106,6 +109,7 @@ impl Remote {
                         session,
                         logs: logs.to_path_buf(),
                         seq: AtomicU32::new(0),
+                        tag: None,
                     })
                 }
                 Err(e) => {
@@ -175,10 +179,19 @@ impl Remote {
         }
     }
 
-    fn wrap(script: &str, timeout: Duration) -> String {
+    /// Marks every command from now on with `KDELTA_RUN=tag` (see [`stop_tagged`]).
+    pub fn tag_commands(&mut self, tag: &str) {
+        self.tag = Some(tag.to_string());
+    }
+
+    fn wrap(&self, script: &str, timeout: Duration) -> String {
         // The host's own timeout bounds the work even if the connection drops.
         format!(
-            "timeout -k 5 {} sh -c {}",
+            "{}timeout -k 5 {} sh -c {}",
+            self.tag
+                .as_ref()
+                .map(|t| format!("KDELTA_RUN={} ", quote(t)))
+                .unwrap_or_default(),
             timeout.as_secs().max(1),
             quote(script)
         )
@@ -232,7 +245,7 @@ impl Remote {
         timeout: Duration,
     ) -> Result<Output> {
         let log = self.log_path(what);
-        let cmd = Self::wrap(script, timeout);
+        let cmd = self.wrap(script, timeout);
         let mut command = self.session.raw_command(&cmd);
         command.stdin(openssh::Stdio::null());
         let res = tokio::time::timeout(timeout + Duration::from_secs(15), command.output()).await;
@@ -282,7 +295,7 @@ impl Remote {
         timeout: Duration,
     ) -> Result<u64> {
         let log = self.log_path(what);
-        let cmd = Self::wrap(script, timeout);
+        let cmd = self.wrap(script, timeout);
         let mut child = self
             .session
             .raw_command(&cmd)
@@ -391,7 +404,7 @@ impl Remote {
             );
         }
         let script = format!("mkdir -p {d} && tar -C {d} -xf -", d = quote(remote_dir));
-        let cmd = Self::wrap(&script, timeout);
+        let cmd = self.wrap(&script, timeout);
         let mut child = self
             .session
             .raw_command(&cmd)
@@ -421,6 +434,16 @@ impl Remote {
     pub async fn close(self) {
         let _ = self.session.close().await;
     }
+}
+
+/// A script that kills every process whose environment has `KDELTA_RUN=tag`: what
+/// the run's commands started and left running (a setup step, a server) when the
+/// run was cut short. Run it from an untagged session, so it does not kill itself.
+pub fn stop_tagged(tag: &str) -> String {
+    format!(
+        "for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | grep -qxF {} && kill -s KILL ${{p#/proc/}} 2>/dev/null; done; true",
+        quote(&format!("KDELTA_RUN={tag}"))
+    )
 }
 
 /// ssh's own reason from the openssh error chain, without the crate's

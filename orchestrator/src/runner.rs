@@ -89,6 +89,8 @@ pub struct Outcome {
 struct RunLog {
     path: PathBuf,
     rec: Mutex<RunRecord>,
+    /// When each failed phase failed, to relabel those a signal caused.
+    failed_at: Mutex<Vec<(usize, Instant)>>,
 }
 
 /// Space set aside next to run.json, given back when the disk fills up, so that the
@@ -105,6 +107,7 @@ impl RunLog {
         RunLog {
             path,
             rec: Mutex::new(rec),
+            failed_at: Mutex::new(Vec::new()),
         }
     }
     fn save(&self) {
@@ -150,7 +153,30 @@ impl RunLog {
                     Err(e) => {
                         p.status = PhaseStatus::Failed;
                         p.error = Some(format!("{e:#}"));
+                        if let Ok(mut f) = self.failed_at.lock() {
+                            f.push((idx, Instant::now()));
+                        }
                     }
+                }
+            }
+        }
+        self.save();
+    }
+    /// Phases that failed in the last `within`: a signal that reached kdelta's
+    /// children too made them fail; they were interrupted.
+    fn relabel_recent_failures(&self, within: Duration) {
+        let recent: Vec<usize> = match self.failed_at.lock() {
+            Ok(f) => f
+                .iter()
+                .filter(|(_, t)| t.elapsed() <= within)
+                .map(|(i, _)| *i)
+                .collect(),
+            Err(_) => return,
+        };
+        if let Ok(mut r) = self.rec.lock() {
+            for i in recent {
+                if let Some(p) = r.phases.get_mut(i) {
+                    p.status = PhaseStatus::Interrupted;
                 }
             }
         }
@@ -363,6 +389,7 @@ async fn execute(
         if let Some(why) = late {
             result = Err(anyhow!(why));
             interrupted = true;
+            log.relabel_recent_failures(Duration::from_secs(1));
         }
     }
     if let Err(e) = &result {
@@ -555,9 +582,11 @@ async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
                 spec.retry_for = Duration::from_secs(10);
                 match Remote::connect(&spec, &tmp).await {
                     Ok(r) => {
+                        let w = format!("{work}-{}", h.role);
                         let script = format!(
-                            "cd {w} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {w}",
-                            w = crate::shell::quote(&format!("{work}-{}", h.role))
+                            "{}\ncd {q} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {q}",
+                            crate::remote::stop_tagged(&w),
+                            q = crate::shell::quote(&w)
                         );
                         let res = r.run("cleanup", &script, Duration::from_secs(30)).await;
                         r.close().await;
@@ -933,8 +962,10 @@ async fn pipeline(
         let futs = hosts.iter().map(|h| {
             progress.step(&h.role, &format!("connecting to {}", h.connect.destination));
             let logs = rd.logs(&h.role);
+            let tag = format!("{work}-{}", h.role);
             async move {
-                let r = Remote::connect(&h.connect, &logs).await?;
+                let mut r = Remote::connect(&h.connect, &logs).await?;
+                r.tag_commands(&tag);
                 if let Ok(mut l) = ledger.lock() {
                     l.connected.push(h.role.clone());
                 }
