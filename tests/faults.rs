@@ -999,5 +999,13 @@ fn interrupted_run_is_reported_from_the_repeats_it_finished() {
     );
     assert!(run.join("report.html").is_file() && run.join("summary.json").is_file());
     let s = read_json(&run.join("summary.json"));
+    assert!(
+        s["caveats"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the run was interrupted before it finished: this analysis uses the repeats it captured (2 on the baseline, 1 on the candidate)"),
+        "{}",
+        s["caveats"]
+    );
     assert!(!s["attributions"].as_array().unwrap().is_empty(), "{s}");
 }

@@ -582,7 +582,14 @@ fn verdict(
         let p = match m.p_value {
             Some(p) if p < 0.001 => ", p<0.001".to_string(),
             Some(p) => format!(", p={p:.3}"),
-            None => ", single run".to_string(),
+            None if m.baseline_values.len() == 1 && m.candidate_values.len() == 1 => {
+                ", single run".to_string()
+            }
+            None => format!(
+                ", {} vs {} runs: no test",
+                m.baseline_values.len(),
+                m.candidate_values.len()
+            ),
         };
         format!(
             "{} {dir} {} ({} → {}{p})",

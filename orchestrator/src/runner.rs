@@ -501,6 +501,21 @@ pub fn analyze_run_dir(
             r.recaptured[0], r.at
         ));
     }
+    let status = summary
+        .run
+        .as_ref()
+        .and_then(|r| r.get("status"))
+        .and_then(|s| s.as_str())
+        .unwrap_or("");
+    if status == "interrupted" || status == "failed" {
+        summary.caveats.insert(
+            0,
+            format!(
+                "the run was {status} before it finished: this analysis uses the repeats it captured ({} on the baseline, {} on the candidate)",
+                base.profile.repeats, cand.profile.repeats
+            ),
+        );
+    }
     write_folded(dir, &base, &cand)?;
     crate::report::write_all(dir, &summary, &command_line.join(" "))?;
     Ok(summary)
