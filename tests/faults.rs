@@ -970,11 +970,11 @@ fn interrupted_run_is_reported_from_the_repeats_it_finished() {
     let tmp = tempfile::tempdir().unwrap();
     let pb = short_playbook(tmp.path(), |t| t.replace("duration: 2", "duration: 3"));
     let o = run_with_fault(
-        "SIGTERM in the last repeat, then `analyze`",
+        "SIGTERM in the last run of a pair, then `analyze`",
         &pb,
         &tmp.path().join("out"),
         |kd, _| {
-            wait_for_phase(&kd.out, "workload 2/2", Some("candidate"), 120);
+            wait_for_phase(&kd.out, "workload 2/2", Some("baseline"), 120);
             std::thread::sleep(Duration::from_millis(500));
             kd.signal(Signal::Term);
             None
@@ -988,8 +988,31 @@ fn interrupted_run_is_reported_from_the_repeats_it_finished() {
             .unwrap()
             .len()
     };
-    assert_eq!((values("baseline"), values("candidate")), (2, 1));
-    let script = zstd_text(&run.join("hosts/candidate/perf.script.zst"));
+    assert_eq!((values("baseline"), values("candidate")), (1, 2));
+    // Pairs taken one after the other are counterbalanced: A B, then B A.
+    let order: Vec<String> = o.record()["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("workload"))
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["name"].as_str().unwrap(),
+                p["host"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "workload 1/2 baseline",
+            "workload 1/2 candidate",
+            "workload 2/2 candidate",
+            "workload 2/2 baseline"
+        ]
+    );
+    let script = zstd_text(&run.join("hosts/baseline/perf.script.zst"));
     assert!(script.contains("# kdelta-repeat: 1") && !script.contains("# kdelta-repeat: 2"));
     let a = kdelta().arg("analyze").arg(&run).output().unwrap();
     assert!(
@@ -1003,7 +1026,7 @@ fn interrupted_run_is_reported_from_the_repeats_it_finished() {
         s["caveats"][0]
             .as_str()
             .unwrap()
-            .starts_with("the run was interrupted before it finished: this analysis uses the repeats it captured (2 on the baseline, 1 on the candidate)"),
+            .starts_with("the run was interrupted before it finished: this analysis uses the repeats it captured (1 on the baseline, 2 on the candidate)"),
         "{}",
         s["caveats"]
     );

@@ -81,7 +81,7 @@ enum Cmd {
         #[command(flatten)]
         analysis: AnalysisArgs,
     },
-    /// Run a playbook as an upgrade gate: repeats interleaved (A B A B …), a decision per
+    /// Run a playbook as an upgrade gate: repeats interleaved (A B B A …), a decision per
     /// `gate:` rule (Welch's t, Mann–Whitney, 95% interval, the rule's limit as the minimum
     /// effect), JUnit XML for CI. Exit 0 pass/improvement, 1 regression, 2 inconclusive, 3 failed.
     Gate {

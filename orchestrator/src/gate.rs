@@ -2,7 +2,7 @@
 //! the JUnit file CI systems read.
 //!
 //! A rule `throughput: { max_regression: 5% }` asks: is the candidate worse than the
-//! baseline by more than 5%? Repeats are taken in pairs (A B A B … on a shared
+//! baseline by more than 5%? Repeats are taken in pairs (A B B A … on a shared
 //! machine, both at once on separate ones), so kdelta compares pair by pair: the
 //! candidate's worsening `w` is the geometric mean of the pairs' ratios (signed so
 //! that positive is worse), tested with a one-sample t-test on the log ratios, and
@@ -135,7 +135,7 @@ pub fn decide_rule(m: &MetricDelta, limit: f64) -> RuleDecision {
         [x.min(y), x.max(y)]
     };
     let wider = |x: [f64; 2], y: [f64; 2]| [x[0].min(y[0]), x[1].max(y[1])];
-    // Repeats come in pairs taken next to each other (A B A B …, or both hosts at
+    // Repeats come in pairs taken next to each other (A B B A …, or both hosts at
     // once): the paired test cancels drift between pairs. Unpaired (Welch) when the
     // sides have different numbers of values.
     let paired = if m.paired {

@@ -7,7 +7,7 @@
 //!   [`Ledger`] that provisioning fills *before* it creates anything;
 //! - every remote command is bounded on the host itself;
 //! - hosts on one machine (lab) are captured one after the other, repeats
-//!   interleaved (A B A B) so drift falls on both.
+//!   interleaved and counterbalanced (A B B A A B …) so drift and warm-up fall on both.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -1124,7 +1124,15 @@ async fn with_remotes(
         vec![(0..hosts.len()).collect()]
     };
     for rep in 1..=repeats {
-        for group in &groups {
+        // Taken one after the other, every second pair goes candidate first
+        // (A B B A A B …): what the first of a pair leaves behind for the second
+        // (warm caches, heat, a drift) falls on each side in turn, not on one.
+        let order: Vec<&Vec<usize>> = if rep % 2 == 0 {
+            groups.iter().rev().collect()
+        } else {
+            groups.iter().collect()
+        };
+        for group in order {
             let name = format!("workload {rep}/{repeats}");
             let futs = group.iter().map(|&i| {
                 phase(

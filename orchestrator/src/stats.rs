@@ -70,7 +70,7 @@ pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
 }
 
 /// Paired comparison of repeats taken in pairs (baseline i next to candidate i in
-/// time, A B A B …): a one-sample t-test on the log ratios `ln(b_i / a_i)`, so drift
+/// time, A B B A …): a one-sample t-test on the log ratios `ln(b_i / a_i)`, so drift
 /// that moves both sides of a pair cancels out. Returns the relative change
 /// `exp(mean) - 1`, the two-sided p, and 95% intervals of the relative change from
 /// the t distribution and from a bootstrap over pairs. None unless both sides have
