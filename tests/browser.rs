@@ -47,6 +47,22 @@ document.getElementById('r').addEventListener('load', function () {
 });
 </script></body></html>"#;
 
+/// Headless Chromium, bounded, quiet (no network of its own), with its own profile.
+fn headless(chromium: &str, profile: &std::path::Path) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg("120").arg(chromium).args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]);
+    c.arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
 #[test]
 fn report_works_in_headless_chromium() {
     let chromium = ["chromium", "chromium-browser"]
@@ -79,24 +95,14 @@ fn report_works_in_headless_chromium() {
     );
     std::fs::write(out.join("probe.html"), PROBE).unwrap();
     let profile = tmp.path().join("chromium-profile");
-    let o = Command::new("timeout")
-        .arg("120")
-        .arg(chromium)
+    let o = headless(chromium, &profile)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
             "--allow-file-access-from-files",
             "--enable-logging=stderr",
             "--v=0",
             "--virtual-time-budget=15000",
             "--window-size=1280,900",
         ])
-        .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
         .arg(format!("file://{}", out.join("probe.html").display()))
         .output()
@@ -147,20 +153,8 @@ fn report_works_in_headless_chromium() {
     }
     // And a screenshot, as a person would see the page: a real PNG, not a blank one.
     let png = tmp.path().join("report.png");
-    let o = Command::new("timeout")
-        .arg("120")
-        .arg(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,2000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
+    let o = headless(chromium, &profile)
+        .arg("--window-size=1280,2000")
         .arg(format!("--screenshot={}", png.display()))
         .arg(format!("file://{}", out.join("report.html").display()))
         .output()
