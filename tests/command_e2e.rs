@@ -24,13 +24,7 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
     // 1. A whole run: up twice, capture on both, down twice.
     let pb = command_playbook(tmp.path(), UP, UP, 1);
     let out = tmp.path().join("out");
-    let o = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = kdelta_run(&pb, &out).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         matches!(o.status.code(), Some(0..=2)),
@@ -69,11 +63,7 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
     //    knows what was made, and `kdelta teardown` removes it.
     let pb = command_playbook(tmp.path(), UP, UP, 30);
     let out = tmp.path().join("out2");
-    let mut child = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(&out)
+    let mut child = kdelta_run(&pb, &out)
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -112,13 +102,7 @@ fn command_hosts_are_removed_after_a_run_and_after_a_crash() {
         "echo instance started",
         1,
     );
-    let o = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(tmp.path().join("out3"))
-        .output()
-        .unwrap();
+    let o = kdelta_run(&pb, &tmp.path().join("out3")).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(

@@ -143,12 +143,11 @@ struct Kd {
     started: Instant,
 }
 
-/// Starts `kdelta ARGS…` in its own process group, stderr to a file; `out` is the
-/// folder that holds (or will hold) the run directory.
-fn start(args: &[&std::ffi::OsStr], out: &Path) -> Kd {
+/// Starts a kdelta command in its own process group, stderr to a file; `out` is
+/// the folder that holds (or will hold) the run directory.
+fn start(mut cmd: Command, out: &Path) -> Kd {
     let err = out.with_extension("stderr");
-    let child = kdelta()
-        .args(args)
+    let child = cmd
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&err).unwrap())
         .process_group(0)
@@ -163,15 +162,7 @@ fn start(args: &[&std::ffi::OsStr], out: &Path) -> Kd {
 }
 
 fn run_pb(pb: &Path, out: &Path) -> Kd {
-    start(
-        &[
-            "run".as_ref(),
-            pb.as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-        out,
-    )
+    start(kdelta_run(pb, out), out)
 }
 
 impl Kd {
@@ -587,11 +578,9 @@ fn sshd_killed_during_the_download_then_resumed() {
 
     let run = o.run_dir();
     let world_before_resume = world();
-    let r = start(
-        &["run".as_ref(), "--resume".as_ref(), run.as_os_str()],
-        &out,
-    )
-    .finish();
+    let mut resume = kdelta();
+    resume.args(["run", "--resume"]).arg(&run);
+    let r = start(resume, &out).finish();
     assert!(matches!(r.code, Some(0..=2)), "{}", r.stderr);
     assert_eq!(
         std::fs::read(&base).unwrap(),

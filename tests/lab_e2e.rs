@@ -24,13 +24,9 @@ fn lab_runs_end_to_end_and_cleans_up() {
     //    reach any file of it.
     let pb = short_playbook(tmp.path(), |t| t);
     let out = tmp.path().join("out");
-    let o = kdelta()
+    let o = kdelta_run(&pb, &out)
         .env("AWS_SECRET_ACCESS_KEY", CANARY)
         .env("GITHUB_TOKEN", CANARY)
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(&out)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -107,13 +103,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
         )
     });
     let out2 = tmp.path().join("out2");
-    let o = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(&out2)
-        .output()
-        .unwrap();
+    let o = kdelta_run(&pb, &out2).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(
@@ -145,13 +135,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
             "json: end.no_such_field",
         )
     });
-    let o = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(tmp.path().join("out3"))
-        .output()
-        .unwrap();
+    let o = kdelta_run(&pb, &tmp.path().join("out3")).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{stderr}");
     assert!(
@@ -165,11 +149,7 @@ fn lab_runs_end_to_end_and_cleans_up() {
             .replace("repeat: 2", "repeat: 1")
     });
     let out4 = tmp.path().join("out4");
-    let child = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(&out4)
+    let child = kdelta_run(&pb, &out4)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -301,13 +281,7 @@ fn bad_playbooks_fail_before_anything_is_provisioned() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("bad.yaml");
     std::fs::write(&p, "name: x\nhosts:\n  baseline: { provider: lab }\n  candidate: { provider: lab }\nworkload:\n  client: { run: x }\n  metrics:\n    t: { jsn: a.b }\n").unwrap();
-    let o = kdelta()
-        .arg("run")
-        .arg(&p)
-        .arg("--out")
-        .arg(tmp.path().join("o"))
-        .output()
-        .unwrap();
+    let o = kdelta_run(&p, &tmp.path().join("o")).output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3));
     assert!(
@@ -402,11 +376,7 @@ fn ssh_provider_against_lab_hosts() {
     // A whole run through the ssh provider (both hosts at once): captures from both,
     // and the remote work folders are gone afterwards (the lab shares this /tmp).
     let before_work = work_folders();
-    let o = kdelta()
-        .arg("run")
-        .arg(&good)
-        .arg("--out")
-        .arg(tmp.path().join("good-out"))
+    let o = kdelta_run(&good, &tmp.path().join("good-out"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);

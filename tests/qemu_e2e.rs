@@ -35,13 +35,7 @@ fn run_shipped(name: &str) -> (tempfile::TempDir, std::path::PathBuf, serde_json
     // Fragments are relative to the playbook.
     std::os::unix::fs::symlink(repo().join("playbooks/kernel"), tmp.path().join("kernel")).unwrap();
     let out = tmp.path().join("out");
-    let o = kdelta()
-        .arg("run")
-        .arg(&pb)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = kdelta_run(&pb, &out).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     let left: Vec<String> = qemu_pids()

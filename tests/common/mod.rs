@@ -16,6 +16,13 @@ pub fn kdelta() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kdelta"))
 }
 
+/// `kdelta run PLAYBOOK --out OUT`, to run, spawn or give more arguments.
+pub fn kdelta_run(playbook: &Path, out: &Path) -> Command {
+    let mut c = kdelta();
+    c.arg("run").arg(playbook).arg("--out").arg(out);
+    c
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
