@@ -5,7 +5,7 @@
 # (b: baseline, c: candidate), and what was left behind on this machine.
 # The same tests run in CI with the rest of `cargo test`; this only prints the table.
 #
-#   sudo bash bench/faults.sh
+#   bash bench/faults.sh   (as root)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 table=$(mktemp)

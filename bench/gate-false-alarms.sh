@@ -4,7 +4,7 @@
 # ruleset (so both hosts are the same) and prints how many runs ended pass,
 # inconclusive or regression (a false alarm), for one limit and repeat count.
 #
-#   sudo bash bench/gate-false-alarms.sh [N=10] [LIMIT=25%] [REPEAT=6] [DURATION=2]
+#   bash bench/gate-false-alarms.sh [N=10] [LIMIT=25%] [REPEAT=6] [DURATION=2]   (as root)
 set -euo pipefail
 N=${1:-10}; LIMIT=${2:-25%}; REPEAT=${3:-6}; DURATION=${4:-2}
 here=$(cd "$(dirname "$0")/.." && pwd)

@@ -4,14 +4,15 @@
 //! engine concludes from them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use kdelta::analyze::{analyze, AnalyzeOptions, Capture};
-use kdelta::attribute::{HotWhen, KnowledgeBase};
-use kdelta::fold::fold_str;
+use kdelta::analyze::fold::fold_str;
+use kdelta::analyze::stats::SplitMix;
+use kdelta::analyze::Capture;
+use kdelta::attribute::kb::HotWhen;
 use kdelta::kconfig::KernelConfig;
-use kdelta::model::{Facts, Nic, VerdictStatus};
-use kdelta::stats::SplitMix;
+use kdelta::model::{Assessment, CauseSource, Confidence, Facts, Nic, VerdictStatus};
+use kdelta::run::analysis::{summarize, AnalysisSetup};
 
 /// Ordinary kernel work of a TCP sender/receiver, leaf first.
 const COMMON: &[&[&str]] = &[
@@ -204,18 +205,13 @@ fn run(base: Capture, cand: Capture) -> kdelta::model::Summary {
 }
 
 fn run_with(base: Capture, cand: Capture, kernel_src: Option<PathBuf>) -> kdelta::model::Summary {
-    let kb = KnowledgeBase::builtin().unwrap();
-    analyze(
-        &base,
-        &cand,
-        &kb,
-        &AnalyzeOptions {
-            max_functions: 300,
-            kernel_src,
-            ..Default::default()
-        },
-    )
-    .unwrap()
+    let setup = AnalysisSetup {
+        kernel_src,
+        ..Default::default()
+    }
+    .load()
+    .unwrap();
+    summarize(&base, &cand, &setup).unwrap()
 }
 
 fn cause_scenario(
@@ -302,7 +298,7 @@ fn lockdep_is_named_with_high_confidence() {
     let top = &s.attributions[0];
     assert_eq!(top.cause, "CONFIG_LOCKDEP", "{:#?}", s.attributions);
     assert!(top.related.iter().any(|r| r == "CONFIG_PROVE_LOCKING"));
-    assert_eq!(top.confidence, "high");
+    assert_eq!(top.confidence, Confidence::High);
     // 3 of the 4 extra stacks are lockdep's: ~0.25 * 3/4 of the candidate's busy time.
     assert!(
         (top.explained_share - 0.1875).abs() < 0.03,
@@ -422,7 +418,7 @@ fn preempt_rt_with_real_debian_configs() {
         "{:#?}",
         s.attributions
     );
-    assert_eq!(s.attributions[0].confidence, "high");
+    assert_eq!(s.attributions[0].confidence, Confidence::High);
     assert!(s.config_delta.len() == 38);
 }
 
@@ -446,9 +442,10 @@ fn unknown_option_found_by_name_on_one_side_only() {
         "{:#?}",
         s.attributions
     );
-    assert_eq!(top.source, "name-match");
+    assert_eq!(top.source, CauseSource::NameMatch);
     assert_ne!(
-        top.confidence, "high",
+        top.confidence,
+        Confidence::High,
         "a name match alone is never high confidence"
     );
 }
@@ -505,7 +502,7 @@ fn kernel_source_maps_an_option_whose_functions_carry_another_name() {
         "{:#?}",
         with.attributions
     );
-    assert_eq!(top.source, "kernel-source");
+    assert_eq!(top.source, CauseSource::KernelSource);
     assert!(
         (top.explained_share - 0.15).abs() < 0.03,
         "{}",
@@ -519,12 +516,13 @@ fn kernel_source_maps_an_option_whose_functions_carry_another_name() {
         .all(|a| a.cause != "CONFIG_NET_EGRESS"));
 
     // A folder that is not a kernel tree is refused with the flag named.
-    let err = kdelta::ksrc::map_options(&tree.join("block"), &Default::default(), "x86");
+    let err = kdelta::attribute::ksrc::map_options(&tree.join("block"), &Default::default(), "x86");
     assert!(
         err.is_ok(),
         "a subfolder with a Makefile is accepted as a tree"
     );
-    let bad = kdelta::ksrc::map_options(&tree.join("nowhere"), &Default::default(), "x86");
+    let bad =
+        kdelta::attribute::ksrc::map_options(&tree.join("nowhere"), &Default::default(), "x86");
     assert!(format!("{:#}", bad.unwrap_err()).contains("--kernel-src"));
 }
 
@@ -605,7 +603,8 @@ fn page_table_isolation_booted_off_on_the_baseline() {
         top.related
     );
     assert_eq!(
-        top.confidence, "high",
+        top.confidence,
+        Confidence::High,
         "nopti on the faster side reads as PTI off there"
     );
     assert!(
@@ -661,7 +660,7 @@ fn netfilter_ruleset_on_the_candidate() {
         (top.baseline.as_str(), top.candidate.as_str()),
         ("0", "2000")
     );
-    assert_eq!(top.confidence, "high");
+    assert_eq!(top.confidence, Confidence::High);
     assert!(
         (top.explained_share - 0.4).abs() < 0.04,
         "{}",
@@ -679,7 +678,7 @@ fn netfilter_ruleset_on_the_candidate() {
 fn real_lab_capture_from_this_machine() {
     // Real perf output, real facts and metrics: see tests/fixtures/captures/SOURCE.md.
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/captures/lab-nft");
-    let fo = kdelta::fold::FoldOptions::default();
+    let fo = kdelta::analyze::fold::FoldOptions::default();
     let b = kdelta::analyze::load_capture(&root.join("baseline"), "baseline", &fo).unwrap();
     let c = kdelta::analyze::load_capture(&root.join("candidate"), "candidate", &fo).unwrap();
     assert_eq!(b.profile.repeats, 2);
@@ -700,7 +699,7 @@ fn real_lab_capture_from_this_machine() {
     assert!(s.config_delta.is_empty(), "one kernel: no config delta");
     let top = &s.attributions[0];
     assert_eq!(top.cause, "netfilter.nft_rules", "{:#?}", s.attributions);
-    assert_eq!(top.confidence, "high");
+    assert_eq!(top.confidence, Confidence::High);
     assert!(top.explained_share > 0.2, "{}", top.explained_share);
     assert!(
         top.evidence.iter().any(|e| e.symbol == "nft_do_chain"),
@@ -708,13 +707,13 @@ fn real_lab_capture_from_this_machine() {
         top.evidence
     );
     let tp = s.metrics.iter().find(|m| m.name == "throughput").unwrap();
-    assert_eq!(tp.assessment, "worse");
+    assert_eq!(tp.assessment, Assessment::Worse);
 }
 
 /// Every knowledge-base entry explains its own example stack.
 #[test]
 fn every_knowledge_base_entry_explains_its_example() {
-    let kb = KnowledgeBase::builtin().unwrap();
+    let kb = kdelta::attribute::KnowledgeBase::builtin().unwrap();
     let mut failures = Vec::new();
     for (n, e) in kb.entries.iter().enumerate() {
         let (on, off) = match e.hot_when {
@@ -768,8 +767,8 @@ fn every_knowledge_base_entry_explains_its_example() {
         let want_any: Vec<String> = e.options.to_vec();
         match s.attributions.first() {
             Some(a)
-                if want_any.contains(&a.cause) || (e.options.is_empty() && a.kind != "kconfig") => {
-            }
+                if want_any.contains(&a.cause)
+                    || (e.options.is_empty() && a.kind != kdelta::model::CauseKind::Kconfig) => {}
             other => failures.push(format!("{}: top = {:?}", e.id, other.map(|a| &a.cause))),
         }
     }
@@ -778,4 +777,44 @@ fn every_knowledge_base_entry_explains_its_example() {
         "entries that do not explain their example:\n{}",
         failures.join("\n")
     );
+}
+
+#[test]
+fn the_readme_demo_with_two_repeats_reads_regression() {
+    // Issue 19: the flagship demo's two-repeat run was called "too noisy" when the
+    // baseline's repeats disagreed. A real run directory of it (tests/fixtures/runs).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/runs/qemu-kasan-2x2");
+    let copy = tempfile::tempdir().unwrap();
+    let rd = copy.path().join("run");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&dir)
+        .arg(&rd)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let s = kdelta::run::analysis::report_run_dir(&rd, &AnalysisSetup::default(), "test").unwrap();
+    assert_eq!(
+        s.verdict.status,
+        VerdictStatus::Regression,
+        "{}",
+        s.verdict.headline
+    );
+    assert!(
+        s.verdict.headline.contains("CONFIG_KASAN"),
+        "{}",
+        s.verdict.headline
+    );
+    let d = s.metrics[0].decision.as_ref().unwrap();
+    assert_eq!(d.limit, 0.10, "the playbook's own gate limit");
+    assert_eq!(d.pairs, 2);
+    // The interval, p and status the page shows are one test's.
+    assert_eq!(s.metrics[0].p_value, d.p_value);
+    assert!(
+        s.verdict.headline.contains(&d.reason),
+        "{}\n{}",
+        s.verdict.headline,
+        d.reason
+    );
+    assert_eq!(s.attributions[0].cause, "CONFIG_KASAN");
 }

@@ -78,14 +78,7 @@ fn report_works_in_headless_chromium() {
     let tmp = tempfile::tempdir().unwrap();
     let caps = repo().join("tests/fixtures/captures/lab-nft");
     let out = tmp.path().join("out");
-    let o = kdelta()
-        .arg("analyze")
-        .arg("--baseline")
-        .arg(caps.join("baseline"))
-        .arg("--candidate")
-        .arg(caps.join("candidate"))
-        .arg("--out")
-        .arg(&out)
+    let o = kdelta_analyze(&caps.join("baseline"), &caps.join("candidate"), &out)
         .output()
         .unwrap();
     assert!(
@@ -141,7 +134,11 @@ fn report_works_in_headless_chromium() {
         );
     }
     let graphs = r["graphs"].as_array().unwrap();
-    assert_eq!(graphs.len(), 3, "differential, baseline, candidate: {r}");
+    assert_eq!(
+        graphs.len(),
+        4,
+        "differential, reverse, baseline, candidate: {r}"
+    );
     for g in graphs {
         assert_eq!(g["svg"], true, "{g}");
         assert!(g["frames"].as_u64().unwrap() > 20, "{g}");

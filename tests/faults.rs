@@ -412,7 +412,7 @@ fn wrap_perf(ns: &str, dir: &Path, body: &str) {
 /// Once the candidate of the run under `out` deploys, binds a perf wrapper running
 /// `body` there; returns the candidate's namespace.
 fn slow_perf_on_candidate(out: &Path, before: &World, dir: &Path, body: &str) -> String {
-    wait_for_phase(out, "deploy", Some("candidate"), 90);
+    wait_for_phase_started(out, "deploy", Some("candidate"), 90);
     let ns = new_namespace(&before.ns, "-c");
     wrap_perf(&ns, dir, body);
     ns
@@ -912,7 +912,7 @@ fn interrupt_lab_at(what: &str, phase: &str, duration: u32, setup: &str, slow_pe
             s,
             tmp.path(),
             |out, before| {
-                wait_for_phase(out, "deploy", Some("candidate"), 90);
+                wait_for_phase_started(out, "deploy", Some("candidate"), 90);
                 let ns = new_namespace(&before.ns, "-c");
                 if let Some(body) = slow_perf {
                     wrap_perf(&ns, tmp.path(), body);
@@ -1020,4 +1020,41 @@ fn interrupted_run_is_reported_from_the_repeats_it_finished() {
         s["caveats"]
     );
     assert!(!s["attributions"].as_array().unwrap().is_empty(), "{s}");
+}
+
+#[test]
+fn a_panic_mid_run_still_tears_down() {
+    // A bug in kdelta (a panic) mid-run must not skip teardown: the pipeline runs
+    // under catch_unwind. KDELTA_FAILPOINT makes one panic when a phase begins.
+    root();
+    let _lab = lab_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let pb = lab_playbook(tmp.path(), 2, "true");
+    let out = tmp.path().join("out");
+    let before = world();
+    let mut cmd = kdelta_run(&pb, &out);
+    cmd.env("KDELTA_FAILPOINT", "panic:workload");
+    let o = start(cmd, &out).finish();
+    let left = before.left(None);
+    row("a panic in kdelta mid-run (failpoint)", &o, &left);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    o.expect(
+        3,
+        &[
+            "internal error: kdelta panicked",
+            "failpoint panic:workload",
+            "teardown ran",
+        ],
+    );
+    let r = o.record();
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("kdelta panicked"),
+        "{r}"
+    );
+    assert_eq!(o.phase("teardown", None), "ok");
+    assert_eq!(o.phase("facts", Some("candidate")), "ok");
 }

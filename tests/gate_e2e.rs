@@ -34,6 +34,21 @@ fn gate_playbook(dir: &Path, duration: u32, limit: &str, slow_candidate: bool) -
     p
 }
 
+/// The two-sided `1 − alpha` interval of the mean log ratio candidate/baseline of
+/// paired values (a one-sample t interval), computed here independently of kdelta.
+fn paired_log_interval(b: &[f64], c: &[f64], alpha: f64) -> (f64, f64) {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let d: Vec<f64> = b.iter().zip(c).map(|(x, y)| (y / x).ln()).collect();
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let t = StudentsT::new(0.0, 1.0, n - 1.0)
+        .unwrap()
+        .inverse_cdf(1.0 - alpha / 2.0);
+    let h = t * (var / n).sqrt();
+    (mean - h, mean + h)
+}
+
 fn validate_junit(path: &Path) {
     let xsd = repo().join("tests/fixtures/junit/junit-10.xsd");
     let o = std::process::Command::new("xmllint")
@@ -59,16 +74,20 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
     let tmp = tempfile::tempdir().unwrap();
     let history = tmp.path().join("history");
 
-    // 1. Identical hosts: pass, exit 0. 2-second iperf3 runs over veth on 2 vCPUs
-    //    vary by ±15% from one repeat to the next (12–18 Gbit/s measured), so the limit
-    //    is 25%; bench/gate-false-alarms.sh measures how often identical hosts are
-    //    misjudged at a given limit.
+    // 1. Identical hosts are never failed. 2-second iperf3 runs over veth on a shared
+    //    2-vCPU machine swing by a factor of two from one run to the next (5–31 Gbit/s
+    //    seen within one run, the host's noisy neighbours), so the limit is 25% and the
+    //    gate adds pairs (`--repeat auto`) until the interval fits inside it, up to 12.
+    //    On a machine that stays that noisy even 12 pairs may not show "same": then
+    //    inconclusive (exit 2) is the honest answer, and the test checks it against its
+    //    own computation of the interval from the values. bench/gate-false-alarms.sh
+    //    measures how often each answer comes out.
     let pb = gate_playbook(tmp.path(), 2, "25%", false);
     let out = tmp.path().join("same");
     let o = kdelta()
         .arg("gate")
         .arg(&pb)
-        .args(["--repeat", "6", "--out"])
+        .args(["--repeat", "auto", "--max-repeats", "12", "--out"])
         .arg(&out)
         .arg("--history")
         .arg(&history)
@@ -76,17 +95,45 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
-    assert!(stdout.starts_with("pass: throughput"), "{stdout}");
     let run = only_run_dir(&out);
     let s = read_json(&run.join("summary.json"));
-    assert_eq!(s["gate"]["status"], "pass");
+    let r = read_json(&run.join("run.json"));
     let rule = &s["gate"]["rules"][0];
-    assert_eq!(rule["baseline_values"].as_array().unwrap().len(), 6);
-    assert_eq!(rule["candidate_values"].as_array().unwrap().len(), 6);
+    let values = |k: &str| -> Vec<f64> {
+        rule[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let (b, c) = (values("baseline_values"), values("candidate_values"));
+    let pairs = r["adaptive"]["pairs"].as_u64().unwrap() as usize;
+    assert_eq!((b.len(), c.len()), (pairs, pairs), "{r}");
+    let first_status = match o.status.code() {
+        Some(0) => {
+            assert!(stdout.starts_with("pass: throughput"), "{stdout}");
+            assert_eq!(s["gate"]["status"], "pass");
+            let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
+            assert!(junit.contains("failures=\"0\""), "{junit}");
+            "pass"
+        }
+        Some(2) => {
+            assert!(stdout.starts_with("inconclusive: throughput"), "{stdout}");
+            assert_eq!(s["gate"]["status"], "inconclusive");
+            assert_eq!(pairs, 12, "unknown before the budget: {r}");
+            let alpha = r["adaptive"]["alpha"].as_f64().unwrap();
+            let (lo, hi) = paired_log_interval(&b, &c, alpha);
+            assert!(
+                lo <= (0.75f64).ln() || hi >= (1.25f64).ln(),
+                "kdelta said inconclusive but the interval {lo:.3} … {hi:.3} (log ratio) is inside ±25%: {stdout}"
+            );
+            eprintln!("identical hosts: inconclusive after 12 pairs (a noisy machine): {stdout}");
+            "inconclusive"
+        }
+        _ => panic!("identical hosts must not fail the gate:\n{stdout}\n{stderr}"),
+    };
     validate_junit(&run.join("junit.xml"));
-    let junit = std::fs::read_to_string(run.join("junit.xml")).unwrap();
-    assert!(junit.contains("failures=\"0\""), "{junit}");
     for f in ["report.html", "summary.md", "junit.xml", "summary.json"] {
         assert!(
             stdout.contains(&run.join(f).display().to_string()),
@@ -128,7 +175,7 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
     let h = s["history"].as_array().unwrap();
     assert_eq!(h.len(), 2, "{h:?}");
     assert_eq!(h[1]["current"], true);
-    assert_eq!(h[0]["status"], "pass");
+    assert_eq!(h[0]["status"], first_status);
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
     assert!(html.contains("id=\"trend\"") && html.contains("id=\"gate\""));
     let md = std::fs::read_to_string(run.join("summary.md")).unwrap();

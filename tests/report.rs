@@ -1,9 +1,9 @@
 //! The report escapes everything that came from a host: symbols, config values and
 //! names may contain markup, quotes, very long or non-UTF-8 names.
 
-use kdelta::analyze::{analyze, load_capture, AnalyzeOptions};
-use kdelta::attribute::KnowledgeBase;
-use kdelta::fold::FoldOptions;
+use kdelta::analyze::fold::FoldOptions;
+use kdelta::analyze::load_capture;
+use kdelta::run::analysis::{summarize, AnalysisSetup};
 
 #[test]
 fn hostile_strings_are_escaped_everywhere() {
@@ -40,20 +40,19 @@ fn hostile_strings_are_escaped_everywhere() {
     let fo = FoldOptions::default();
     let base = load_capture(&a, "base", &fo).unwrap();
     let cand = load_capture(&b, "<b>cand</b>", &fo).unwrap();
-    let s = analyze(
-        &base,
-        &cand,
-        &KnowledgeBase::builtin().unwrap(),
-        &AnalyzeOptions {
-            max_functions: 50,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut setup = AnalysisSetup::default().load().unwrap();
+    setup.max_functions = 50;
+    let s = summarize(&base, &cand, &setup).unwrap();
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    kdelta::runner::write_folded(&out, &base, &cand).unwrap();
-    kdelta::report::write_all(&out, &s, "kdelta analyze '<x>'").unwrap();
+    let rd = kdelta::rundir::RunDir::open(&out);
+    kdelta::report::write_all(
+        &rd,
+        &s,
+        [&base.profile, &cand.profile],
+        "kdelta analyze '<x>'",
+    )
+    .unwrap();
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     for raw in [
         "<script>alert",
@@ -77,4 +76,94 @@ fn hostile_strings_are_escaped_everywhere() {
     assert_eq!(html.matches("<script>").count(), 1);
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(!md.contains("<b>") && !md.contains("<script>"), "{md}");
+}
+
+/// The frames of a recoloured SVG: (name, fill's (r, g, b), title).
+fn painted(svg: &str) -> Vec<(String, (u8, u8, u8), String)> {
+    let re =
+        regex::Regex::new(r#"<g><title>([^<]*)</title><rect [^>]*fill="rgb\((\d+),(\d+),(\d+)\)""#)
+            .unwrap();
+    re.captures_iter(svg)
+        .map(|c| {
+            let title = c[1].to_string();
+            let name = title.split(": ").next().unwrap_or("").to_string();
+            let n = |i: usize| c[i].parse::<u8>().unwrap();
+            (name, (n(2), n(3), n(4)), title)
+        })
+        .collect()
+}
+
+#[test]
+fn the_differential_graph_shows_kasan_red() {
+    // Issue 15: inferno's differential left every kasan_save_stack frame white in the
+    // KASAN demo. On its real run directory, the KASAN frames must be the reddest.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/runs/qemu-kasan-2x2/hosts");
+    let fo = FoldOptions::default();
+    let b = load_capture(&dir.join("baseline"), "b", &fo).unwrap();
+    let c = load_capture(&dir.join("candidate"), "c", &fo).unwrap();
+    let (fb, fc) = (
+        kdelta::report::folded(&b.profile).unwrap(),
+        kdelta::report::folded(&c.profile).unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let g = kdelta::report::flame::graphs(&fb, &fc);
+    eprintln!(
+        "four graphs in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let diff = g.differential.expect("a differential graph");
+    let frames = painted(&diff.svg);
+    assert!(frames.len() > 100, "{} frames", frames.len());
+    // KASAN's functions (the knowledge base's globs), and the stack walk that
+    // kasan_save_stack does on every allocation and free (the knowledge base's
+    // example stack: arch_stack_walk, stack_trace_save under kasan_save_stack).
+    let kasan = |n: &str| {
+        [
+            "kasan_",
+            "__kasan_",
+            "__asan_",
+            "check_memory_region",
+            "qlist_",
+            "quarantine_",
+        ]
+        .iter()
+        .any(|p| n.starts_with(p))
+            || [
+                "stack_trace_save",
+                "arch_stack_walk",
+                "stack_trace_consume_entry",
+            ]
+            .contains(&n)
+            || n.starts_with("unwind_")
+    };
+    // Redness: how far green sits below red.
+    let red = |c: (u8, u8, u8)| {
+        if c.0 == 255 && c.1 == c.2 {
+            255 - c.1
+        } else {
+            0
+        }
+    };
+    let mut by_red: Vec<&(String, (u8, u8, u8), String)> = frames.iter().collect();
+    by_red.sort_by_key(|f| std::cmp::Reverse(red(f.1)));
+    let top: Vec<&str> = by_red.iter().take(5).map(|f| f.0.as_str()).collect();
+    assert!(top.iter().all(|n| kasan(n)), "reddest frames: {top:?}");
+    for f in frames.iter().filter(|f| f.0 == "kasan_save_stack") {
+        assert!(red(f.1) > 60, "a pale kasan_save_stack: {:?} {}", f.1, f.2);
+        assert!(
+            f.2.contains("new on the candidate") && f.2.contains("points"),
+            "{}",
+            f.2
+        );
+    }
+    // The graph is shown whole: the frame is as tall as the SVG.
+    assert!(diff.height > 300 && diff.svg.contains(&format!("height=\"{}\"", diff.height)));
+    // Grey where nothing changed significantly, and both directions drawn.
+    assert!(frames.iter().any(|f| f.1 == (221, 221, 221)));
+    let rev = painted(&g.reverse.expect("the reverse view").svg);
+    assert!(
+        rev.iter().any(|f| f.1 .2 == 255 && f.1 .0 < 200),
+        "vanished code shows blue"
+    );
 }

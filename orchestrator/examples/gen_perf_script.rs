@@ -8,7 +8,7 @@
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use kdelta::stats::SplitMix;
+use kdelta::analyze::stats::SplitMix;
 
 const KASAN: &[&str] = &[
     "arch_stack_walk",

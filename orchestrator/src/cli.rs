@@ -1,12 +1,24 @@
 //! Command line: parse, dispatch, print errors with their whole chain, exit codes.
+//!
+//! Machine output goes to stdout through [`out`], which reports a closed pipe as an
+//! error that ends the command quietly with exit 0 (as ripgrep does: `kdelta … |
+//! head -1` is not a failure). Progress and errors go to stderr. A panic anywhere
+//! becomes exit 3 with a message, never Rust's 101.
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use std::io::Write;
+use std::panic::AssertUnwindSafe;
+
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit_codes;
-use crate::model::VerdictStatus;
+use crate::model::Summary;
+use crate::provision::lab;
+use crate::run::analysis::{self, AnalysisSetup};
+use crate::run::gate::{GateOptions, GateRequest};
+use crate::run::{Outcome, RunOptions};
 
 const ABOUT: &str = "kdelta: kernel A/B testing. Runs the same workload on a baseline and a \
 candidate host, captures perf profiles (perf record -a -g), kernel configs and runtime settings \
@@ -56,10 +68,11 @@ struct AnalysisArgs {
 }
 
 impl AnalysisArgs {
-    fn setup(self) -> crate::runner::AnalysisSetup {
-        crate::runner::AnalysisSetup {
+    fn setup(self) -> AnalysisSetup {
+        AnalysisSetup {
             kb: self.kb,
             kernel_src: self.kernel_src,
+            ..Default::default()
         }
     }
 }
@@ -94,9 +107,13 @@ enum Cmd {
         /// Folder for the run directory.
         #[arg(long, default_value = "reports")]
         out: PathBuf,
-        /// Repeats per host, instead of the playbook's `capture.repeat`.
+        /// Repeats per host, instead of the playbook's `capture.repeat`; `auto` adds
+        /// pairs while a rule is undecided (from 2, up to --max-repeats).
+        #[arg(long, value_name = "N|auto")]
+        repeat: Option<crate::run::gate::Repeat>,
+        /// With `--repeat auto` (or `capture.repeat: auto`): at most N pairs (default 10).
         #[arg(long, value_name = "N")]
-        repeat: Option<u32>,
+        max_repeats: Option<u32>,
         /// Where to write the JUnit XML (default: RUN_DIR/junit.xml).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
@@ -124,6 +141,32 @@ enum Cmd {
         /// Also print the summary: `json` to stdout.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+    },
+    /// Prove a cause: provision the run's candidate again and measure it in balanced
+    /// pairs with the blamed item reverted (set to the baseline's value) and as it was,
+    /// toggled on the same host; report the share of the change the revert recovers.
+    /// Exit 0: the item is the cause (or a significant part of it); 1: reverting it
+    /// changes nothing beyond the limit; 2: more pairs would tell; 3: the run failed.
+    Verify {
+        /// The run directory of the run whose cause to verify.
+        run_dir: PathBuf,
+        /// The delta item to revert (a runtime_delta key such as netfilter.nft_rules or
+        /// sysctl.net.core.busy_poll); default: the top attribution.
+        #[arg(long, value_name = "KEY")]
+        cause: Option<String>,
+        /// The playbook the run used, if it is no longer where run.json says.
+        #[arg(long, value_name = "FILE")]
+        playbook: Option<PathBuf>,
+        /// Pairs, or `auto` (from 2 up to --max-repeats while undecided).
+        #[arg(long, value_name = "N|auto")]
+        repeat: Option<crate::run::gate::Repeat>,
+        #[arg(long, value_name = "N")]
+        max_repeats: Option<u32>,
+        /// Folder for the verify run directory (default: RUN_DIR/verify).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        analysis: AnalysisArgs,
     },
     /// Validate a playbook and check the hosts: SSH, perf, permissions, kernel config.
     Check {
@@ -175,368 +218,382 @@ pub fn main() -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("kdelta: cannot start the async runtime: {e}");
+            err_line(&format!("kdelta: cannot start the async runtime: {e}"));
             return exit_codes::RUN_FAILED;
         }
     };
-    match rt.block_on(dispatch(cli)) {
+    let res = std::panic::catch_unwind(AssertUnwindSafe(|| rt.block_on(dispatch(cli))))
+        .unwrap_or_else(|p| Err(crate::panics::as_error(p.as_ref())));
+    match res {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => exit_codes::PASS,
         Err(e) => {
-            eprintln!("kdelta: error: {e:#}");
+            err_line(&format!("kdelta: error: {e:#}"));
             exit_codes::RUN_FAILED
         }
     }
 }
 
-/// `kdelta gate`: run (or resume), decide per rule, write JUnit and history.
-async fn gate(
-    playbook: Option<PathBuf>,
-    resume: Option<PathBuf>,
-    repeat: Option<u32>,
-    junit: Option<PathBuf>,
-    history: Option<PathBuf>,
-    opts: crate::runner::RunOptions,
-) -> Result<i32> {
-    let started = std::time::Instant::now();
-    let command = opts.command_line.join(" ");
-    let (plan, o) = match (resume, playbook) {
-        (Some(dir), pb) => {
-            let (plan, rec) = crate::runner::load_for_resume(&dir, pb.as_deref())?;
-            let o = crate::runner::resume(&dir, plan.clone(), rec, opts).await?;
-            (plan, o)
-        }
-        (None, Some(pb)) => {
-            let mut plan = crate::playbook::load(&pb)?;
-            if let Some(n) = repeat {
-                plan.capture.repeat = n.max(1);
-            }
-            let o = crate::runner::run(plan.clone(), opts).await?;
-            (plan, o)
-        }
-        (None, None) => anyhow::bail!("give a playbook (kdelta gate PLAYBOOK) or --resume RUN_DIR"),
-    };
-    let junit_path = junit.unwrap_or_else(|| o.dir.join("junit.xml"));
-    let write_junit = |xml: String| -> Result<()> {
-        crate::rundir::write_atomic(&junit_path, xml.as_bytes())
-            .with_context(|| format!("cannot write {}", junit_path.display()))
-    };
-    let seconds = started.elapsed().as_secs_f64();
-    let (Some(mut s), None) = (o.summary, o.error.as_ref()) else {
-        let err = o
-            .error
-            .as_ref()
-            .map(|e| format!("{e:#}"))
-            .unwrap_or_else(|| "the run produced no summary".into());
-        write_junit(crate::gate::junit(
-            &plan.name,
-            None,
-            Some(&err),
-            &[],
-            seconds,
-        )?)?;
-        eprintln!("kdelta: error: {err}");
-        eprintln!(
-            "kdelta: run directory kept: {} (`kdelta gate --resume {}` finishes it)",
-            o.dir.display(),
-            o.dir.display()
-        );
-        println!("junit: {}", junit_path.display());
-        return Ok(if o.interrupted {
-            exit_codes::INTERRUPTED
-        } else {
-            exit_codes::RUN_FAILED
-        });
-    };
-    let decision = crate::gate::decide(&plan.gate, &s);
-    let status = decision.status;
-    s.gate = Some(decision);
-    if let Some(dir) = &history {
-        let p = crate::history::point(&s, &plan.name, &o.dir, status.as_str());
-        crate::history::append(dir, &p)?;
-        let (mut pts, warnings) = crate::history::load(dir, &plan.name, 60);
-        if let Some(last) = pts.iter_mut().rev().find(|x| x.run_dir == p.run_dir) {
-            last.current = true;
-        }
-        s.warnings.extend(warnings);
-        s.history = pts;
-    }
-    crate::report::write_all(&o.dir, &s, &command)?;
-    let props = [
-        (
-            "baseline.kernel",
-            s.baseline.kernel.clone().unwrap_or_default(),
-        ),
-        (
-            "candidate.kernel",
-            s.candidate.kernel.clone().unwrap_or_default(),
-        ),
-        ("run_dir", o.dir.display().to_string()),
-    ];
-    write_junit(crate::gate::junit(
-        &plan.name,
-        s.gate.as_ref(),
-        None,
-        &props,
-        seconds,
-    )?)?;
-    if let Some(g) = &s.gate {
-        println!("{}", g.headline);
-    }
-    println!("report: {}", o.dir.join("report.html").display());
-    println!("summary: {}", o.dir.join("summary.json").display());
-    println!("markdown: {}", o.dir.join("summary.md").display());
-    println!("junit: {}", junit_path.display());
-    Ok(status.exit_code())
+/// One line on stdout; a closed pipe is an error [`main`] ends quietly on.
+fn out(line: impl std::fmt::Display) -> Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{line}")?;
+    o.flush()?;
+    Ok(())
 }
 
-fn status_code(s: VerdictStatus) -> i32 {
-    match s {
-        VerdictStatus::Regression => exit_codes::REGRESSION,
-        VerdictStatus::Inconclusive => exit_codes::INCONCLUSIVE,
-        VerdictStatus::NoChange | VerdictStatus::Improvement => exit_codes::PASS,
-    }
+/// One line on stderr, never a panic (stderr may be a closed pipe too).
+fn err_line(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn dispatch(cli: Cli) -> Result<i32> {
     let argv: Vec<String> = std::env::args().collect();
+    let opts = |out: PathBuf, analysis: AnalysisArgs, gate: Option<GateOptions>| RunOptions {
+        out,
+        quiet: cli.quiet,
+        analysis: analysis.setup(),
+        command_line: argv.clone(),
+        gate,
+        toggle: None,
+    };
     match cli.cmd {
         Cmd::Teardown { run_dir } => {
-            for l in crate::command::teardown_run_dir(&run_dir).await? {
-                println!("{l}");
+            for l in crate::provision::command::teardown_run_dir(&run_dir).await? {
+                out(l)?;
             }
             Ok(exit_codes::PASS)
         }
         Cmd::Gate {
             playbook,
             resume,
-            out,
+            out: dir,
             repeat,
+            max_repeats,
             junit,
             history,
             analysis,
         } => {
-            let opts = crate::runner::RunOptions {
-                out,
-                quiet: cli.quiet,
-                analysis: analysis.setup(),
-                command_line: argv,
+            let req = GateRequest {
+                playbook,
+                resume,
+                repeat,
+                max_repeats,
+                junit,
             };
-            gate(playbook, resume, repeat, junit, history, opts).await
+            gate(req, opts(dir, analysis, Some(GateOptions { history }))).await
         }
         Cmd::Run {
             playbook,
             resume,
-            out,
+            out: dir,
             analysis,
-        } => {
-            let opts = crate::runner::RunOptions {
-                out,
-                quiet: cli.quiet,
-                analysis: analysis.setup(),
-                command_line: argv,
-            };
-            let o = match (resume, playbook) {
-                (Some(dir), pb) => {
-                    let (plan, rec) = crate::runner::load_for_resume(&dir, pb.as_deref())?;
-                    crate::runner::resume(&dir, plan, rec, opts).await?
-                }
-                (None, Some(pb)) => crate::runner::run(crate::playbook::load(&pb)?, opts).await?,
-                (None, None) => {
-                    anyhow::bail!("give a playbook (kdelta run PLAYBOOK) or --resume RUN_DIR")
-                }
-            };
-            let report = o.dir.join("report.html");
-            if let Some(e) = &o.error {
-                eprintln!("kdelta: error: {e:#}");
-                eprintln!(
-                    "kdelta: run directory kept: {} (run.json says which phase failed; `kdelta run --resume {}` captures what is missing, `kdelta analyze {}` re-analyses what was captured)",
-                    o.dir.display(),
-                    o.dir.display(),
-                    o.dir.display()
-                );
-                return Ok(if o.interrupted {
-                    exit_codes::INTERRUPTED
-                } else {
-                    exit_codes::RUN_FAILED
-                });
-            }
-            let Some(s) = o.summary else {
-                return Ok(exit_codes::RUN_FAILED);
-            };
-            println!("{}: {}", s.verdict.status.as_str(), s.verdict.headline);
-            println!("report: {}", report.display());
-            Ok(status_code(s.verdict.status))
-        }
+        } => run(playbook, resume, opts(dir, analysis, None)).await,
         Cmd::Analyze {
             run_dir,
             baseline,
             candidate,
-            out,
+            out: dir,
             analysis,
             format,
-        } => {
-            let setup = analysis.setup();
-            let summary = match (run_dir, baseline, candidate) {
-                (Some(dir), _, _) => {
-                    let out_dir = out.unwrap_or_else(|| dir.clone());
-                    if out_dir != dir {
-                        anyhow::bail!("--out with a run directory is not supported: the report is written into the run directory");
-                    }
-                    crate::runner::analyze_run_dir(&dir, &setup, &argv, None)?
-                }
-                (None, Some(b), Some(c)) => {
-                    let out = out.unwrap_or_else(|| PathBuf::from("kdelta-out"));
-                    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-                    let (kbase, opts) = setup.load()?;
-                    let fo = crate::fold::FoldOptions::default();
-                    let bc = crate::analyze::load_capture(&b, &format!("baseline ({})", b.display()), &fo)?;
-                    let cc = crate::analyze::load_capture(&c, &format!("candidate ({})", c.display()), &fo)?;
-                    let s = crate::analyze::analyze(&bc, &cc, &kbase, &opts)?;
-                    crate::runner::write_folded(&out, &bc, &cc)?;
-                    crate::report::write_all(&out, &s, &argv.join(" "))?;
-                    if format == Format::Text {
-                        eprintln!("report: {}", out.join("report.html").display());
-                    }
-                    s
-                }
-                _ => anyhow::bail!("give a run directory, or --baseline DIR --candidate DIR (see kdelta analyze --help)"),
-            };
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&summary)?),
-                Format::Text => {
-                    println!(
-                        "{}: {}",
-                        summary.verdict.status.as_str(),
-                        summary.verdict.headline
-                    );
-                    for a in summary.attributions.iter().take(5) {
-                        println!(
-                            "  {:+6.2} pts  {:<36} {} → {}  ({} confidence, {})",
-                            a.explained_share * 100.0,
-                            a.cause,
-                            a.baseline,
-                            a.candidate,
-                            a.confidence,
-                            a.source
-                        );
-                    }
-                }
-            }
-            Ok(status_code(summary.verdict.status))
-        }
+        } => analyze(
+            run_dir,
+            baseline,
+            candidate,
+            dir,
+            analysis.setup(),
+            format,
+            &argv,
+        ),
         Cmd::Check { playbook, offline } => {
             let plan = crate::playbook::load(&playbook)?;
             if offline {
-                println!("{}: playbook is valid ({})", playbook.display(), plan.name);
+                out(format!(
+                    "{}: playbook is valid ({})",
+                    playbook.display(),
+                    plan.name
+                ))?;
                 return Ok(exit_codes::PASS);
             }
-            for l in crate::runner::check(&plan, cli.quiet).await? {
-                println!("{l}");
+            for l in crate::run::check::check(&plan, cli.quiet).await? {
+                out(l)?;
             }
             Ok(exit_codes::PASS)
         }
-        Cmd::Lab { cmd } => lab(cmd).await,
+        Cmd::Lab { cmd } => lab_cmd(cmd).await,
+        Cmd::Verify {
+            run_dir,
+            cause,
+            playbook,
+            repeat,
+            max_repeats,
+            out: dir,
+            analysis,
+        } => {
+            let dir = dir.unwrap_or_else(|| run_dir.join("verify"));
+            let req = crate::verify::VerifyRequest {
+                run_dir,
+                playbook,
+                cause,
+                repeat,
+                max_repeats,
+            };
+            verify(req, opts(dir, analysis, None)).await
+        }
     }
 }
 
-async fn lab(cmd: LabCmd) -> Result<i32> {
-    match cmd {
-        LabCmd::Status => {
-            let (labs, stray) = crate::provision::lab_list();
-            let vms = crate::qemu::leftovers();
-            if labs.is_empty() && stray.is_empty() && vms.is_empty() {
-                println!("no kdelta labs");
-            }
-            for (pid, alive) in vms {
-                println!(
-                    "QEMU guest pid {pid}{}: `kdelta lab down --all` kills it (also the guests of a run still in progress)",
-                    if alive { "" } else { " (gone; state file left)" }
-                );
-            }
-            for l in labs {
-                println!(
-                    "lab {}: namespaces {} (state in {})",
-                    l.id,
-                    l.namespaces.join(", "),
-                    l.dir.display()
-                );
-            }
-            for s in stray {
-                println!(
-                    "leftover namespace {s} (no state file): `kdelta lab down --all` removes it"
-                );
-            }
-            Ok(exit_codes::PASS)
+async fn verify(req: crate::verify::VerifyRequest, opts: RunOptions) -> Result<i32> {
+    use crate::verify::Finding;
+    let v = crate::verify::verify(&req, opts).await?;
+    let Some(rec) = &v.record else {
+        let o = Outcome {
+            dir: v.dir.clone(),
+            analyzed: None,
+            error: v.error,
+            interrupted: v.interrupted,
+        };
+        return Ok(run_failed(&o, "run.json says which phase failed"));
+    };
+    out(&rec.headline)?;
+    out(format!("report: {}", v.dir.join("report.html").display()))?;
+    out(format!("verify: {}", v.dir.join("verify.json").display()))?;
+    Ok(match rec.finding {
+        Finding::Cause | Finding::Partial => exit_codes::PASS,
+        Finding::NotCause => exit_codes::REGRESSION,
+        Finding::Unknown => exit_codes::INCONCLUSIVE,
+    })
+}
+
+/// The exit code of a run that did not get to a verdict, after saying why.
+fn run_failed(o: &Outcome, how: &str) -> i32 {
+    if let Some(e) = &o.error {
+        err_line(&format!("kdelta: error: {e:#}"));
+    }
+    err_line(&format!(
+        "kdelta: run directory kept: {} ({how})",
+        o.dir.display()
+    ));
+    if o.interrupted {
+        exit_codes::INTERRUPTED
+    } else {
+        exit_codes::RUN_FAILED
+    }
+}
+
+async fn run(playbook: Option<PathBuf>, resume: Option<PathBuf>, opts: RunOptions) -> Result<i32> {
+    let o = match (resume, playbook) {
+        (Some(dir), pb) => {
+            let (plan, rec) = crate::run::resume::load_for_resume(&dir, pb.as_deref())?;
+            crate::run::resume(&dir, &plan, rec, &opts).await?
         }
-        LabCmd::Down { all, id } => {
-            if all {
-                let (n, mut errors) = crate::provision::lab_down_all();
-                let (v, verrors) = crate::qemu::down_all();
-                errors.extend(verrors);
-                println!("removed {n} lab(s), killed {v} leftover QEMU guest(s)");
-                for e in &errors {
-                    eprintln!("kdelta: {e}");
-                }
-                return Ok(if errors.is_empty() {
-                    exit_codes::PASS
-                } else {
-                    exit_codes::RUN_FAILED
-                });
+        (None, Some(pb)) => crate::run::run(&crate::playbook::load(&pb)?, &opts).await?,
+        (None, None) => anyhow::bail!("give a playbook (kdelta run PLAYBOOK) or --resume RUN_DIR"),
+    };
+    let d = o.dir.display();
+    let Some(a) = o.analyzed.as_ref().filter(|_| o.error.is_none()) else {
+        let how = format!("run.json says which phase failed; `kdelta run --resume {d}` captures what is missing, `kdelta analyze {d}` re-analyses what was captured");
+        return Ok(run_failed(&o, &how));
+    };
+    let s = &a.summary;
+    out(format!(
+        "{}: {}",
+        s.verdict.status.as_str(),
+        s.verdict.headline
+    ))?;
+    out(format!("report: {}", o.dir.join("report.html").display()))?;
+    Ok(exit_codes::for_verdict(s.verdict.status))
+}
+
+async fn gate(req: GateRequest, opts: RunOptions) -> Result<i32> {
+    let g = crate::run::gate::gate(req, opts).await?;
+    let dir = crate::rundir::RunDir::open(&g.dir);
+    let Some(d) = &g.decision else {
+        if let Some(e) = &g.error {
+            err_line(&format!("kdelta: error: {e}"));
+        }
+        err_line(&format!(
+            "kdelta: run directory kept: {} (`kdelta gate --resume {}` finishes it)",
+            g.dir.display(),
+            g.dir.display()
+        ));
+        out(format!("junit: {}", g.junit.display()))?;
+        return Ok(if g.interrupted {
+            exit_codes::INTERRUPTED
+        } else {
+            exit_codes::RUN_FAILED
+        });
+    };
+    out(&d.headline)?;
+    if let Some(r) = &g.repeats {
+        out(format!("repeats: {r}"))?;
+    }
+    out(format!("report: {}", dir.report_html().display()))?;
+    out(format!("summary: {}", dir.summary_json().display()))?;
+    out(format!("markdown: {}", dir.summary_md().display()))?;
+    out(format!("junit: {}", g.junit.display()))?;
+    Ok(exit_codes::for_gate(d.status))
+}
+
+fn analyze(
+    run_dir: Option<PathBuf>,
+    baseline: Option<PathBuf>,
+    candidate: Option<PathBuf>,
+    dir: Option<PathBuf>,
+    setup: AnalysisSetup,
+    format: Format,
+    argv: &[String],
+) -> Result<i32> {
+    let command = argv.join(" ");
+    let summary = match (run_dir, baseline, candidate) {
+        (Some(rd), _, _) => {
+            if dir.as_ref().is_some_and(|d| *d != rd) {
+                anyhow::bail!("--out with a run directory is not supported: the report is written into the run directory");
             }
-            let Some(id) = id else {
-                anyhow::bail!("give a lab id (see `kdelta lab status`) or --all")
-            };
-            let (labs, _) = crate::provision::lab_list();
+            analysis::report_run_dir(&rd, &setup, &command)?
+        }
+        (None, Some(b), Some(c)) => {
+            let o = dir.unwrap_or_else(|| PathBuf::from("kdelta-out"));
+            let s = analysis::report_folders(&b, &c, &o, &setup, &command)?;
+            if format == Format::Text {
+                err_line(&format!("report: {}", o.join("report.html").display()));
+            }
+            s
+        }
+        _ => anyhow::bail!(
+            "give a run directory, or --baseline DIR --candidate DIR (see kdelta analyze --help)"
+        ),
+    };
+    match format {
+        Format::Json => out(serde_json::to_string_pretty(&summary)?)?,
+        Format::Text => print_verdict(&summary)?,
+    }
+    Ok(exit_codes::for_verdict(summary.verdict.status))
+}
+
+fn print_verdict(s: &Summary) -> Result<()> {
+    out(format!(
+        "{}: {}",
+        s.verdict.status.as_str(),
+        s.verdict.headline
+    ))?;
+    for a in s.attributions.iter().take(5) {
+        out(format!(
+            "  {:+6.2} pts  {:<36} {} → {}  ({} confidence, {})",
+            a.explained_share * 100.0,
+            a.cause,
+            a.baseline,
+            a.candidate,
+            a.confidence,
+            a.source
+        ))?;
+    }
+    Ok(())
+}
+
+async fn lab_cmd(cmd: LabCmd) -> Result<i32> {
+    match cmd {
+        LabCmd::Status => lab_status(),
+        LabCmd::Down { all: true, .. } => {
+            let (n, mut errors) = lab::lab_down_all();
+            let (v, verrors) = crate::provision::qemu::vm::down_all();
+            errors.extend(verrors);
+            out(format!(
+                "removed {n} lab(s), killed {v} leftover QEMU guest(s)"
+            ))?;
+            Ok(report_errors(&errors))
+        }
+        LabCmd::Down { id: None, .. } => {
+            anyhow::bail!("give a lab id (see `kdelta lab status`) or --all")
+        }
+        LabCmd::Down { id: Some(id), .. } => {
+            let (labs, _) = lab::lab_list();
             let Some(l) = labs.into_iter().find(|l| l.id == id) else {
                 anyhow::bail!("no lab `{id}` (see `kdelta lab status`)")
             };
-            let errors = crate::provision::lab_down(&l);
-            for e in &errors {
-                eprintln!("kdelta: {e}");
-            }
-            Ok(if errors.is_empty() {
-                exit_codes::PASS
-            } else {
-                exit_codes::RUN_FAILED
-            })
+            Ok(report_errors(&lab::lab_down(&l)))
         }
-        LabCmd::Up { playbook } => {
-            let plan = crate::playbook::load(&playbook)?;
-            let specs = plan.lab_specs();
-            if specs.is_empty() {
-                anyhow::bail!("{}: no host uses provider: lab", playbook.display());
-            }
-            let mut state = crate::provision::LabState::default();
-            match crate::provision::lab_up(&specs, &mut state).await {
-                Ok(hosts) => {
-                    println!(
-                        "lab {} is up (remove it with `kdelta lab down {}`):",
-                        state.id, state.id
-                    );
-                    for h in hosts {
-                        println!(
-                            "  {}: ssh -i {} -o UserKnownHostsFile={} {}",
-                            h.role,
-                            h.connect
-                                .keyfile
-                                .as_ref()
-                                .map(|k| k.display().to_string())
-                                .unwrap_or_default(),
-                            h.connect
-                                .known_hosts_file
-                                .as_ref()
-                                .map(|k| k.display().to_string())
-                                .unwrap_or_default(),
-                            h.connect.destination
-                        );
-                    }
-                    Ok(exit_codes::PASS)
-                }
-                Err(e) => {
-                    crate::provision::lab_down(&state);
-                    Err(e)
-                }
-            }
-        }
+        LabCmd::Up { playbook } => lab_up(&playbook).await,
     }
+}
+
+fn report_errors(errors: &[String]) -> i32 {
+    for e in errors {
+        err_line(&format!("kdelta: {e}"));
+    }
+    if errors.is_empty() {
+        exit_codes::PASS
+    } else {
+        exit_codes::RUN_FAILED
+    }
+}
+
+fn lab_status() -> Result<i32> {
+    let (labs, stray) = lab::lab_list();
+    let vms = crate::provision::qemu::vm::leftovers();
+    if labs.is_empty() && stray.is_empty() && vms.is_empty() {
+        out("no kdelta labs")?;
+    }
+    for (pid, alive) in vms {
+        out(format!(
+            "QEMU guest pid {pid}{}: `kdelta lab down --all` kills it (also the guests of a run still in progress)",
+            if alive { "" } else { " (gone; state file left)" }
+        ))?;
+    }
+    for l in labs {
+        out(format!(
+            "lab {}: namespaces {} (state in {})",
+            l.id,
+            l.namespaces.join(", "),
+            l.dir.display()
+        ))?;
+    }
+    for s in stray {
+        out(format!(
+            "leftover namespace {s} (no state file): `kdelta lab down --all` removes it"
+        ))?;
+    }
+    Ok(exit_codes::PASS)
+}
+
+async fn lab_up(playbook: &std::path::Path) -> Result<i32> {
+    let plan = crate::playbook::load(playbook)?;
+    let specs = plan.lab_specs();
+    if specs.is_empty() {
+        anyhow::bail!("{}: no host uses provider: lab", playbook.display());
+    }
+    let mut state = lab::LabState::default();
+    let hosts = match lab::lab_up(&specs, &mut state).await {
+        Ok(h) => h,
+        Err(e) => {
+            lab::lab_down(&state);
+            return Err(e);
+        }
+    };
+    out(format!(
+        "lab {} is up (remove it with `kdelta lab down {}`):",
+        state.id, state.id
+    ))?;
+    let path = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|k| k.display().to_string())
+            .unwrap_or_default()
+    };
+    for h in hosts {
+        out(format!(
+            "  {}: ssh -i {} -o UserKnownHostsFile={} {}",
+            h.role,
+            path(&h.connect.keyfile),
+            path(&h.connect.known_hosts_file),
+            h.connect.destination
+        ))?;
+    }
+    Ok(exit_codes::PASS)
 }

@@ -1,4 +1,5 @@
-//! Kernel `.config` files: parse and diff.
+//! Kernel `.config` files: parse and diff. Shared by the qemu provider (checking
+//! what a build applied) and the analysis (the config delta).
 //!
 //! Values are kept as the kernel writes them: `y`, `m`, numbers, hex and quoted strings;
 //! `# CONFIG_X is not set` and an absent option both read as `n` (Kconfig treats them
@@ -7,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
+use crate::model::ConfigChange;
 
 #[derive(Clone, Debug, Default)]
 pub struct KernelConfig {
@@ -88,13 +89,6 @@ fn is_option_name(s: &str) -> bool {
         && s.bytes().all(|b| {
             b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b.is_ascii_lowercase()
         })
-}
-
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct ConfigChange {
-    pub option: String,
-    pub baseline: String,
-    pub candidate: String,
 }
 
 /// Options whose value differs, sorted by name. Absent and `is not set` are equal.

@@ -1,11 +1,87 @@
-//! Files of the run directory and their types. Field names are a contract with users
-//! and other tools (design.md §1, §4): add fields freely, never rename.
+//! Files of the run directory and their types, and the enums shared by the stages.
+//! Field names and enum spellings are a contract with users and other tools
+//! (design.md §1, §4): add fields freely, never rename. This module imports nothing
+//! from the rest of the crate: every stage may use it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::kconfig::ConfigChange;
+/// `Display` as the enum's `as_str()`: the spelling of summary.json and of the CLI.
+macro_rules! display_as_str {
+    ($($t:ty),*) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_str!(
+    Role,
+    ProviderKind,
+    Confidence,
+    CauseSource,
+    GateStatus,
+    TestKind
+);
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The two sides of every comparison.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Baseline,
+    Candidate,
+}
+
+impl Role {
+    /// Both roles, baseline first (the order of every listing).
+    pub const ALL: [Role; 2] = [Role::Baseline, Role::Candidate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Baseline => "baseline",
+            Role::Candidate => "candidate",
+        }
+    }
+    pub fn other(self) -> Role {
+        match self {
+            Role::Baseline => Role::Candidate,
+            Role::Candidate => Role::Baseline,
+        }
+    }
+}
+
+/// How a host came to be (`hosts.json`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Lab,
+    Ssh,
+    Qemu,
+    Command,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Lab => "lab",
+            ProviderKind::Ssh => "ssh",
+            ProviderKind::Qemu => "qemu",
+            ProviderKind::Command => "command",
+        }
+    }
+    /// Hosts kdelta does not own: its work folder there is removed at teardown over SSH.
+    pub fn is_foreign(self) -> bool {
+        matches!(self, ProviderKind::Ssh | ProviderKind::Command)
+    }
+}
 
 /// `hosts/<role>/facts.json`. Every field may be missing in hand-made captures.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -120,6 +196,39 @@ pub struct RunRecord {
     /// `kdelta run --resume`: when, and which roles were captured again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumes: Vec<ResumeRecord>,
+    /// Adaptive repeats: how many pairs were taken, and why the run stopped there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<AdaptiveRecord>,
+}
+
+/// `kdelta verify`: one delta item set back to the baseline's value on the live
+/// candidate and put back again, so one host measures both states in turn. The
+/// commands are templates rendered like the playbook's (`{{ work }}` is the
+/// candidate's work folder), run as the playbook's user.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateToggle {
+    /// The delta item (`netfilter.nft_rules`, `sysctl.net.core.busy_poll`).
+    pub item: String,
+    pub baseline: String,
+    pub candidate: String,
+    /// Run once before anything changes: keeps what `restore` needs.
+    pub save: Option<String>,
+    /// Sets the item to the baseline's value.
+    pub apply: String,
+    /// Sets it back to the candidate's value (after `save`).
+    pub restore: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdaptiveRecord {
+    /// The budget of pairs, the looks it allows and the level of each look.
+    pub max_pairs: u32,
+    pub looks: u32,
+    pub alpha: f64,
+    /// Pairs taken.
+    pub pairs: u32,
+    /// `decided after 3 pairs: …`, or the budget that stopped it.
+    pub stopped: String,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -127,7 +236,7 @@ pub struct ResumeRecord {
     pub at: String,
     pub command: Vec<String>,
     /// Roles captured again; their earlier partial files moved to `hosts/<role>.attempt-N`.
-    pub recaptured: Vec<String>,
+    pub recaptured: Vec<Role>,
 }
 
 /// `hosts.json`: what was provisioned and how to tear it down.
@@ -138,11 +247,11 @@ pub struct HostsRecord {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostRecord {
-    pub role: String,
+    pub role: Role,
     /// The playbook's `label:` for the host, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
-    pub provider: String,
+    pub provider: ProviderKind,
     pub destination: String,
     pub address: String,
     #[serde(default)]
@@ -180,14 +289,15 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// Busy-share of each side charged to the top causes, for the report's chart.
     pub cause_shares: Vec<CauseShare>,
+    /// `run.json` as it was when the summary was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<serde_json::Value>,
+    pub run: Option<RunRecord>,
     /// `kdelta gate`: the decision per `gate:` rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gate: Option<crate::gate::GateDecision>,
+    pub gate: Option<GateDecision>,
     /// `--history DIR`: earlier runs of the same playbook, oldest first, this one last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<crate::history::HistoryPoint>,
+    pub history: Vec<HistoryPoint>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -249,12 +359,18 @@ pub struct MetricDelta {
     pub change_ci: Option<[f64; 2]>,
     pub baseline_values: Vec<f64>,
     pub candidate_values: Vec<f64>,
-    /// Every repeat has a value on both sides, so value i of each side are a pair
-    /// taken next to each other in time.
+    /// Value i of each side are a pair taken next to each other in time.
     #[serde(default)]
     pub paired: bool,
-    /// `worse`, `better` or `same`, from the direction and the test.
-    pub assessment: String,
+    /// Values left out because the other side's repeat of their pair gave none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u32,
+    /// From the direction and the test.
+    pub assessment: Assessment,
+    /// The decision on this metric: the one procedure behind the verdict, the gate,
+    /// the headline and the interval shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<MetricDecision>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -270,9 +386,9 @@ pub struct FunctionDelta {
     pub delta: f64,
     pub p_value: f64,
     pub significant: bool,
-    /// `candidate` or `baseline` when the function was seen on one side only.
+    /// The side the function was seen on, when it was seen on one side only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub only_on: Option<String>,
+    pub only_on: Option<Role>,
     /// p-value across repeats (Welch's t on per-repeat shares), when both sides have ≥2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat_p_value: Option<f64>,
@@ -281,7 +397,7 @@ pub struct FunctionDelta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_ci: Option<[f64; 2]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delta_ci_method: Option<String>,
+    pub delta_ci_method: Option<CiMethod>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -291,29 +407,27 @@ pub struct FunctionShare {
     pub candidate_share: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RuntimeChange {
     pub key: String,
     pub baseline: String,
     pub candidate: String,
-    /// `knob` (a setting someone chose) or `confounder` (kernel version, hardware).
-    pub kind: String,
+    pub kind: KeyKind,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Attribution {
     pub cause: String,
-    /// `kconfig`, `cmdline`, `sysctl`, `runtime`.
-    pub kind: String,
+    pub kind: CauseKind,
     pub baseline: String,
     pub candidate: String,
     pub explained_share: f64,
     pub baseline_charged: f64,
     pub candidate_charged: f64,
     pub p_value: f64,
-    pub confidence: String,
-    /// How the functions were tied to the cause: `knowledge-base`, `name-match`, `kernel-source`.
-    pub source: String,
+    pub confidence: Confidence,
+    /// How the functions were tied to the cause.
+    pub source: CauseSource,
     pub why: String,
     /// Other delta items that share this entry's evidence (e.g. DEBUG_LOCK_ALLOC with LOCKDEP).
     pub related: Vec<String>,
@@ -328,9 +442,9 @@ pub struct Evidence {
     pub baseline_share: f64,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvidenceStack {
-    pub side: String,
+    pub side: Role,
     pub share: f64,
     /// Root first.
     pub frames: Vec<String>,
@@ -344,4 +458,281 @@ pub struct CauseShare {
     pub cause: String,
     pub baseline: f64,
     pub candidate: f64,
+}
+
+/// One option whose value differs between the two kernels' `.config`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ConfigChange {
+    pub option: String,
+    pub baseline: String,
+    pub candidate: String,
+}
+
+/// What a metric did, from its direction and the test.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Assessment {
+    Worse,
+    Better,
+    #[default]
+    Same,
+    /// Moved by a lot, but not significantly across repeats.
+    Unclear,
+}
+
+/// How a function delta's interval was computed.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CiMethod {
+    /// A bootstrap over per-repeat shares (both sides with ≥3 repeats).
+    RepeatsBootstrap,
+    /// From the sample counts (normal approximation).
+    Counts,
+}
+
+/// A runtime key: a setting someone chose, or a difference that is not a knob.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyKind {
+    Knob,
+    /// Kernel version, hardware, perf version: listed as caveats, never blamed.
+    Confounder,
+}
+
+/// What kind of delta item a cause is.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CauseKind {
+    Kconfig,
+    Cmdline,
+    Sysctl,
+    Runtime,
+}
+
+impl CauseKind {
+    /// The kind of a runtime-delta key (`cmdline.x`, `sysctl.x`, anything else).
+    pub fn of_key(key: &str) -> CauseKind {
+        if key.starts_with("cmdline.") {
+            CauseKind::Cmdline
+        } else if key.starts_with("sysctl.") {
+            CauseKind::Sysctl
+        } else {
+            CauseKind::Runtime
+        }
+    }
+}
+
+/// How sure an attribution is (from size, significance and direction).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Confidence {
+    Low,
+    Medium,
+    High,
+}
+
+impl Confidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confidence::Low => "low",
+            Confidence::Medium => "medium",
+            Confidence::High => "high",
+        }
+    }
+}
+
+/// How a cause's functions were tied to it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CauseSource {
+    /// An entry of `configs/attribution.yaml`.
+    KnowledgeBase,
+    /// Functions named after the option, seen on one side only.
+    NameMatch,
+    /// Kbuild and `#ifdef` of a kernel source tree.
+    KernelSource,
+}
+
+impl CauseSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CauseSource::KnowledgeBase => "knowledge-base",
+            CauseSource::NameMatch => "name-match",
+            CauseSource::KernelSource => "kernel-source",
+        }
+    }
+}
+
+// ----- decisions -----------------------------------------------------------------
+
+/// The three-valued decision on one metric (Pinpoint's: changed, same, unknown).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionStatus {
+    /// Worse beyond the limit.
+    Regression,
+    /// Better beyond the limit.
+    Improvement,
+    /// The interval lies within ± the limit.
+    Same,
+    /// More pairs needed.
+    Unknown,
+}
+
+/// Which test an interval and p-value come from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TestKind {
+    /// One-sample t on the log ratios of pairs taken next to each other in time.
+    PairedLogT,
+    /// Welch's t on the logs of each side (repeats that do not pair up).
+    WelchLogT,
+    /// Too few values for a test.
+    None,
+}
+
+impl TestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TestKind::PairedLogT => "paired t on log ratios",
+            TestKind::WelchLogT => "Welch t on logs",
+            TestKind::None => "no test",
+        }
+    }
+}
+
+/// What decided a metric.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecidedBy {
+    /// The metric's own test.
+    Metric,
+    /// Too few repeats for the metric's test, but every repeat moved beyond the
+    /// limit and the profile's evidence (a large, highly significant attribution)
+    /// says the same.
+    CpuEvidence,
+    /// Nothing yet: the status is unknown.
+    Nothing,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricDecision {
+    pub status: DecisionStatus,
+    /// The limit that counts as a change (the gate rule's, else the default), and the
+    /// two-sided significance level used (smaller when repeats are added adaptively).
+    pub limit: f64,
+    pub alpha: f64,
+    /// Geometric mean of the candidate/baseline ratios as a worsening (positive =
+    /// worse), its `1 - alpha` interval and p, all from `test`.
+    pub worsening: Option<f64>,
+    pub worsening_ci: Option<[f64; 2]>,
+    pub p_value: Option<f64>,
+    pub test: TestKind,
+    /// Robust shift: Hodges–Lehmann, as a worsening.
+    pub hodges_lehmann: Option<f64>,
+    /// Cliff's δ in the worse direction: 1 when every candidate value is worse than
+    /// every baseline value.
+    pub cliffs_delta: Option<f64>,
+    /// Pairs (or, unpaired, the smaller side's values).
+    pub pairs: usize,
+    pub decided_by: DecidedBy,
+    /// One sentence: what decided it, with the numbers.
+    pub reason: String,
+    /// For `unknown`: about how many pairs would decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs_needed: Option<u32>,
+    /// Bimodal values, drift from first to last repeat, an outlier.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+// ----- the gate (summary.json `gate`) ------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum GateStatus {
+    Pass,
+    Improvement,
+    Inconclusive,
+    Regression,
+}
+
+impl GateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateStatus::Pass => "pass",
+            GateStatus::Improvement => "improvement",
+            GateStatus::Inconclusive => "inconclusive",
+            GateStatus::Regression => "regression",
+        }
+    }
+}
+
+/// The decision on one `gate:` rule.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RuleDecision {
+    pub metric: String,
+    pub unit: String,
+    pub better: Better,
+    /// The limit, as a fraction (0.05 = 5%).
+    pub max_regression: f64,
+    pub status: GateStatus,
+    /// Relative worsening of the candidate's mean (positive = worse), point estimate.
+    pub worsening: f64,
+    /// 95% interval of `worsening`.
+    pub worsening_ci: Option<[f64; 2]>,
+    /// The p-value the decision used, and its test: `paired t on log ratios` when the
+    /// repeats pair up (the usual case), `Welch t` otherwise.
+    pub p_value: Option<f64>,
+    pub test: String,
+    pub p_welch: Option<f64>,
+    pub p_mann_whitney: Option<f64>,
+    pub baseline_values: Vec<f64>,
+    pub candidate_values: Vec<f64>,
+    /// Repeats per host that would likely decide an inconclusive rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeats_needed: Option<u32>,
+    /// One sentence: why this status.
+    pub reason: String,
+}
+
+/// The gate's verdict over all rules.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GateDecision {
+    pub status: GateStatus,
+    pub headline: String,
+    pub rules: Vec<RuleDecision>,
+    /// For a regression: the analysis's top attribution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+}
+
+// ----- history (`--history DIR`, one file per run) ---------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub at: String,
+    pub name: String,
+    pub run_dir: String,
+    /// The gate's status.
+    pub status: GateStatus,
+    pub baseline_kernel: Option<String>,
+    pub candidate_kernel: Option<String>,
+    /// FNV-1a of each side's kernel.config: equal fingerprints, equal configs.
+    pub baseline_config: Option<String>,
+    pub candidate_config: Option<String>,
+    pub metrics: Vec<HistoryMetric>,
+    /// Set on load for the run being reported.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub current: bool,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HistoryMetric {
+    pub name: String,
+    pub unit: String,
+    pub better: Better,
+    pub baseline: f64,
+    pub candidate: f64,
+    pub change: f64,
 }

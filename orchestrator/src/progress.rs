@@ -44,10 +44,10 @@ impl Progress {
             });
             bar.set_message(what.to_string());
         } else if !self.quiet {
-            eprintln!(
+            self.line(&format!(
                 "[{:>6.1}s] {who}: {what}",
                 self.start.elapsed().as_secs_f64()
-            );
+            ));
         }
     }
 
@@ -61,10 +61,10 @@ impl Progress {
             }
         }
         if !self.quiet {
-            eprintln!(
+            self.line(&format!(
                 "[{:>6.1}s] {who}: {what}",
                 self.start.elapsed().as_secs_f64()
-            );
+            ));
         }
     }
 
@@ -74,8 +74,15 @@ impl Progress {
             Some(m) => {
                 let _ = m.println(line);
             }
-            None => eprintln!("{line}"),
+            None => self.line(line),
         }
+    }
+
+    /// A plain line on stderr. Never a panic: stderr may be a closed pipe
+    /// (`kdelta … 2>&1 | head -1`), and progress is not worth dying for.
+    fn line(&self, text: &str) {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "{text}");
     }
 
     pub fn finish(&self) {

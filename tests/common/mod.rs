@@ -23,6 +23,19 @@ pub fn kdelta_run(playbook: &Path, out: &Path) -> Command {
     c
 }
 
+/// `kdelta analyze --baseline B --candidate C --out OUT`, to run or give more arguments.
+pub fn kdelta_analyze(baseline: &Path, candidate: &Path, out: &Path) -> Command {
+    let mut c = kdelta();
+    c.arg("analyze")
+        .arg("--baseline")
+        .arg(baseline)
+        .arg("--candidate")
+        .arg(candidate)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -102,13 +115,24 @@ pub fn run_record(out: &Path) -> Option<serde_json::Value> {
 /// Waits until the run under `out` shows phase `name` (on `host`, if given) running;
 /// panics after `within` (a run that never gets there is a failure, not a hang).
 pub fn wait_for_phase(out: &Path, name: &str, host: Option<&str>, within: u64) {
+    wait_for(out, name, host, within, true)
+}
+
+/// Waits until the run under `out` has started phase `name` (on `host`, if given),
+/// whether it still runs or is over: for a phase too short to be seen running by a
+/// poll (a `deploy` of `true` takes 30 ms).
+pub fn wait_for_phase_started(out: &Path, name: &str, host: Option<&str>, within: u64) {
+    wait_for(out, name, host, within, false)
+}
+
+fn wait_for(out: &Path, name: &str, host: Option<&str>, within: u64, running: bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
     loop {
         let there = run_record(out).is_some_and(|r| {
             r["phases"].as_array().is_some_and(|ps| {
                 ps.iter().any(|p| {
                     p["name"] == name
-                        && p["status"] == "running"
+                        && (!running || p["status"] == "running")
                         && host.is_none_or(|h| p["host"] == h)
                 })
             })

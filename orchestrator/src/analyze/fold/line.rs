@@ -1,0 +1,175 @@
+//! One line of `perf script` text: header tokens (pid, cpu, time, period, event) and
+//! frame lines (`addr sym+off (dso)`), as bytes: symbols need not be UTF-8.
+
+use memchr::memmem;
+
+use super::FrameKind;
+
+/// `cycles:u`, `cpu-clock:pppH` → `cycles`, `cpu-clock`; `sched:sched_switch` stays.
+pub(super) fn normalize_event(ev: &[u8]) -> &[u8] {
+    match memchr::memrchr(b':', ev) {
+        Some(i) if i > 0 && ev[i + 1..].iter().all(|b| b"ukhGHpPSDIWe".contains(b)) => &ev[..i],
+        _ => ev,
+    }
+}
+
+pub(super) fn trim_start(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|b| b.is_ascii_whitespace()).count();
+    &s[n..]
+}
+
+pub(super) fn tokens(line: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i >= line.len() {
+            return None;
+        }
+        let s = i;
+        while i < line.len() && !line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        Some((s, &line[s..i]))
+    })
+}
+
+pub(super) fn is_pid(t: &[u8]) -> bool {
+    let mut parts = t.split(|&b| b == b'/');
+    let ok =
+        |p: Option<&[u8]>| p.is_some_and(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    let a = parts.next();
+    match (ok(a), parts.next(), parts.next()) {
+        (true, None, _) => true,
+        (true, Some(b), None) => ok(Some(b)),
+        _ => false,
+    }
+}
+
+pub(super) fn is_cpu(t: &[u8]) -> bool {
+    t.len() >= 3
+        && t[0] == b'['
+        && t[t.len() - 1] == b']'
+        && t[1..t.len() - 1].iter().all(u8::is_ascii_digit)
+}
+
+pub(super) fn is_time(t: &[u8]) -> bool {
+    let Some(body) = t.strip_suffix(b":") else {
+        return false;
+    };
+    let mut dot = false;
+    !body.is_empty()
+        && body.iter().all(|&b| {
+            if b == b'.' && !dot {
+                dot = true;
+                true
+            } else {
+                b.is_ascii_digit()
+            }
+        })
+        && dot
+}
+
+pub(super) fn parse_u64(t: &[u8]) -> Option<u64> {
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+/// `ffffffff81000000 sym+0x1f (dso)` without leading blanks: is it a frame line?
+pub(super) fn looks_like_frame(line: &[u8]) -> bool {
+    let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    hex_len >= 1 && line.get(hex_len) == Some(&b' ') && line.last() == Some(&b')')
+}
+
+/// Splits `addr sym+off (dso)` into the function name and its kind.
+pub(super) fn parse_frame(line: &[u8]) -> Option<(&[u8], FrameKind)> {
+    let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if hex_len == 0 {
+        return None;
+    }
+    let rest = trim_start(&line[hex_len..]);
+    if rest.len() == line.len() - hex_len && !rest.is_empty() {
+        // No space after the address: not a frame.
+        return None;
+    }
+    // The dso is the last parenthesised group; symbols may contain parentheses.
+    let (sym, dso) = match rest.last() {
+        Some(b')') => match memmem::rfind(rest, b" (") {
+            Some(i) => (&rest[..i], &rest[i + 2..rest.len() - 1]),
+            None if rest.first() == Some(&b'(') => (&rest[..0], &rest[1..rest.len() - 1]),
+            None => (rest, &rest[..0]),
+        },
+        _ => (rest, &rest[..0]),
+    };
+    let kind = if dso.starts_with(b"[kernel")
+        || dso.ends_with(b".ko")
+        || dso.ends_with(b"vmlinux")
+        || dso.starts_with(b"bpf_prog_")
+        || dso.starts_with(b"[bpf")
+        || memmem::find(dso, b"/vmlinux").is_some()
+    {
+        FrameKind::Kernel
+    } else {
+        FrameKind::User
+    };
+    let sym = strip_clone_suffix(strip_offset(sym));
+    if sym.is_empty() || sym == b"[unknown]" {
+        // Name unknown frames after their object, as inferno does.
+        let base = match memchr::memrchr(b'/', dso) {
+            Some(i) => &dso[i + 1..],
+            None => dso,
+        };
+        return Some((
+            if base.is_empty() || base == b"[unknown]" {
+                b"[unknown]"
+            } else {
+                // The caller interns this slice; bracketing happens in display.
+                base
+            },
+            kind,
+        ));
+    }
+    Some((sym, kind))
+}
+
+/// `tcp_ack+0x1f` → `tcp_ack`. Leaves `+` inside C++ names (`operator+`) alone.
+pub(super) fn strip_offset(sym: &[u8]) -> &[u8] {
+    if let Some(i) = memchr::memrchr(b'+', sym) {
+        let off = &sym[i + 1..];
+        if off.starts_with(b"0x") && off[2..].iter().all(u8::is_ascii_hexdigit) && i > 0 {
+            return &sym[..i];
+        }
+    }
+    sym
+}
+
+/// `handle_softirqs.constprop.0` → `handle_softirqs`: the compiler's clones of one
+/// function (constant propagation, IPA-SRA, split cold parts, LTO privatisation) get
+/// different suffixes in different builds; one name per source function lets two
+/// kernels be compared function by function.
+pub(super) fn strip_clone_suffix(sym: &[u8]) -> &[u8] {
+    const MARKS: &[&[u8]] = &[
+        b".constprop.",
+        b".isra.",
+        b".part.",
+        b".cold",
+        b".llvm.",
+        b".lto_priv.",
+    ];
+    // Most names have no dot: one memchr and out (this runs for every frame).
+    let Some(first_dot) = memchr::memchr(b'.', sym) else {
+        return sym;
+    };
+    if first_dot == 0 || sym.first() == Some(&b'[') || sym.contains(&b' ') {
+        return sym;
+    }
+    let sym_tail = &sym[first_dot..];
+    let cut = MARKS
+        .iter()
+        .filter_map(|m| memchr::memmem::find(sym_tail, m))
+        .min();
+    match cut {
+        Some(i) => &sym[..first_dot + i],
+        None => sym,
+    }
+}

@@ -1,0 +1,364 @@
+//! The fold of some blocks of `perf script` text by one worker, with its own
+//! interner, and the merge of the workers' folds into a [`Profile`].
+
+use rustc_hash::FxHashMap;
+
+use super::idle::{classify, CLASS_IDLE, CLASS_IRQ};
+use super::line::*;
+use super::reader::{parse_marker, Block};
+use super::{FrameKind, Profile, Stack};
+
+/// The fold of some blocks, with its own interner.
+#[derive(Default)]
+pub(super) struct Partial {
+    /// One interner per frame kind: a name seen as kernel code and as user code
+    /// (`[unknown]`, mostly) is two frames, whatever block saw which first, so the
+    /// fold does not depend on how the input was cut among workers.
+    intern: [FxHashMap<Box<[u8]>, u32>; 3],
+    names: Vec<Box<[u8]>>,
+    kinds: Vec<FrameKind>,
+    classes: Vec<u8>,
+    events: Vec<Box<[u8]>>,
+    /// Key: [header, frames…] where header = repeat << 9 | event << 1 | idle.
+    stacks: FxHashMap<Box<[u32]>, (u64, u64)>,
+    /// The first warnings of this worker's blocks, with their line numbers.
+    warnings: Vec<(u64, String)>,
+    malformed: u64,
+    max_repeat: u32,
+}
+
+/// The sample being read.
+struct Current {
+    header_ok: bool,
+    pid0: bool,
+    period: u64,
+    event: u32,
+    comm: u32,
+    frames: Vec<u32>,
+}
+
+impl Partial {
+    fn intern(&mut self, name: &[u8], kind: FrameKind) -> u32 {
+        // Comm frames live in their own namespace too, so a process called like a
+        // function never merges with it.
+        let slot = match kind {
+            FrameKind::User => 0,
+            FrameKind::Kernel => 1,
+            FrameKind::Comm => 2,
+        };
+        if let Some(&id) = self.intern[slot].get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.kinds.push(kind);
+        self.classes.push(if kind == FrameKind::Kernel {
+            classify(&String::from_utf8_lossy(name))
+        } else {
+            0
+        });
+        self.intern[slot].insert(name.into(), id);
+        id
+    }
+
+    fn event_id(&mut self, ev: &[u8]) -> u32 {
+        if let Some(i) = self.events.iter().position(|e| &**e == ev) {
+            return i as u32;
+        }
+        self.events.push(ev.into());
+        (self.events.len() - 1) as u32
+    }
+
+    fn warn(&mut self, max: usize, line: u64, what: &str, text: &[u8]) {
+        self.malformed += 1;
+        if self.warnings.len() < max {
+            let mut t = String::from_utf8_lossy(text).into_owned();
+            if t.len() > 80 {
+                let mut cut = 80;
+                while !t.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                t.truncate(cut);
+                t.push('…');
+            }
+            self.warnings.push((line, format!("{line}: {what}: {t:?}")));
+        }
+    }
+
+    pub fn fold_block(&mut self, block: &Block, max_warn: usize) {
+        let mut repeat = block.repeat;
+        let mut cur: Option<Current> = None;
+        let mut line_no = block.first_line;
+        let data = &block.data[..];
+        let mut start = 0usize;
+        while start < data.len() {
+            let end = memchr::memchr(b'\n', &data[start..]).map_or(data.len(), |i| start + i);
+            let mut line = &data[start..end];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            start = end + 1;
+            let this_line = line_no;
+            line_no += 1;
+
+            let first = line.first().copied();
+            match first {
+                None => {
+                    if let Some(c) = cur.take() {
+                        self.flush(c, repeat);
+                    }
+                }
+                Some(b'#') => {
+                    if let Some(r) = parse_marker(line) {
+                        if let Some(c) = cur.take() {
+                            self.flush(c, repeat);
+                        }
+                        repeat = r;
+                        self.max_repeat = self.max_repeat.max(r);
+                    }
+                }
+                Some(b' ') | Some(b'\t') => {
+                    let trimmed = trim_start(line);
+                    if trimmed.is_empty() {
+                        if let Some(c) = cur.take() {
+                            self.flush(c, repeat);
+                        }
+                        continue;
+                    }
+                    // Indented frame line; single-line headers are indented by
+                    // `perf script` too (`           false 39654 …`): tell them apart.
+                    if cur.is_some() {
+                        if let Some((name, kind)) = parse_frame(trimmed) {
+                            let id = self.intern(name, kind);
+                            if let Some(c) = cur.as_mut() {
+                                c.frames.push(id);
+                            }
+                        } else if let Some(c) = self.parse_header(trimmed) {
+                            if let Some(prev) = cur.replace(c) {
+                                self.flush(prev, repeat);
+                            }
+                        } else {
+                            self.warn(max_warn, this_line, "unreadable stack line", line);
+                        }
+                    } else if let Some(c) = self.parse_header(trimmed) {
+                        cur = Some(c);
+                    } else {
+                        self.warn(max_warn, this_line, "stack line outside a sample", line);
+                    }
+                }
+                Some(_) => {
+                    // Old perf printed frames unindented right below the header.
+                    if cur.as_ref().is_some_and(|c| c.header_ok) && looks_like_frame(line) {
+                        if let Some((name, kind)) = parse_frame(line) {
+                            let id = self.intern(name, kind);
+                            if let Some(c) = cur.as_mut() {
+                                c.frames.push(id);
+                            }
+                            continue;
+                        }
+                    }
+                    if let Some(c) = cur.take() {
+                        self.flush(c, repeat);
+                    }
+                    match self.parse_header(line) {
+                        Some(c) => cur = Some(c),
+                        None => self.warn(max_warn, this_line, "unreadable sample header", line),
+                    }
+                }
+            }
+        }
+        if let Some(c) = cur.take() {
+            self.flush(c, repeat);
+        }
+        self.max_repeat = self.max_repeat.max(repeat);
+    }
+
+    /// Reads `comm pid[/tid] [cpu] time: [period] event: [ip sym (dso)]`.
+    fn parse_header(&mut self, line: &[u8]) -> Option<Current> {
+        let toks: Vec<(usize, &[u8])> = tokens(line).collect();
+        // The first token that is a cpu `[003]`, a time `123.456:` or an event `x:`.
+        let anchor = toks.iter().position(|(_, t)| {
+            is_cpu(t) || is_time(t) || (t.last() == Some(&b':') && t.len() > 1)
+        })?;
+        if anchor == 0 {
+            return None;
+        }
+        let (pid_at, comm_end) = if is_pid(toks[anchor - 1].1) && anchor >= 2 {
+            (Some(anchor - 1), anchor - 1)
+        } else {
+            (None, anchor)
+        };
+        let comm_start = toks[0].0;
+        let comm_last = toks[comm_end - 1];
+        let comm = &line[comm_start..comm_last.0 + comm_last.1.len()];
+        let pid0 = pid_at.is_some_and(|i| {
+            let t = toks[i].1;
+            t == b"0" || t.starts_with(b"0/")
+        });
+
+        let mut i = anchor;
+        while i < toks.len() && (is_cpu(toks[i].1) || is_time(toks[i].1)) {
+            i += 1;
+        }
+        let mut period = 1u64;
+        if let Some((_, t)) = toks.get(i) {
+            if t.iter().all(u8::is_ascii_digit) {
+                period = parse_u64(t).unwrap_or(1).max(1);
+                i += 1;
+            }
+        }
+        let (ev_pos, ev) = *toks.get(i)?;
+        if ev.last() != Some(&b':') {
+            return None;
+        }
+        let ev = normalize_event(&ev[..ev.len() - 1]);
+        let event = self.event_id(ev);
+        let comm = self.intern(comm, FrameKind::Comm);
+        let mut c = Current {
+            header_ok: true,
+            pid0,
+            period,
+            event,
+            comm,
+            frames: Vec::with_capacity(32),
+        };
+        // Single-line samples: the frame follows the event on the same line.
+        let rest = trim_start(&line[ev_pos + ev.len() + 1..]);
+        if !rest.is_empty() {
+            if let Some((name, kind)) = parse_frame(rest) {
+                let id = self.intern(name, kind);
+                c.frames.push(id);
+            }
+        }
+        Some(c)
+    }
+
+    fn flush(&mut self, c: Current, repeat: u32) {
+        // Idle: the nearest of (idle-loop function, interrupt entry) to the leaf is the
+        // idle loop; or no stack at all on the idle task.
+        let mut idle = c.frames.is_empty() && c.pid0;
+        for &f in &c.frames {
+            match self.classes[f as usize] {
+                CLASS_IDLE => {
+                    idle = true;
+                    break;
+                }
+                CLASS_IRQ => break,
+                _ => {}
+            }
+        }
+        let header = (repeat.min(0x7f_ffff) << 9) | ((c.event.min(0xff)) << 1) | idle as u32;
+        let mut key = c.frames;
+        key.insert(0, header);
+        key.push(c.comm);
+        if let Some(v) = self.stacks.get_mut(&key[..]) {
+            v.0 += 1;
+            v.1 += c.period;
+        } else {
+            self.stacks.insert(key.into_boxed_slice(), (1, c.period));
+        }
+    }
+}
+
+pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
+    let mut p = Profile::default();
+    let mut intern: FxHashMap<(Box<[u8]>, FrameKind), u32> = FxHashMap::default();
+    let mut events: Vec<Box<[u8]>> = Vec::new();
+    let mut event_counts: Vec<u64> = Vec::new();
+    let mut merged: FxHashMap<Box<[u32]>, (u64, u64)> = FxHashMap::default();
+    let mut malformed = 0;
+    let mut warnings = Vec::new();
+    for part in parts {
+        malformed += part.malformed;
+        warnings.extend(part.warnings);
+        p.repeats = p.repeats.max(part.max_repeat);
+        let remap: Vec<u32> = part
+            .names
+            .iter()
+            .zip(&part.kinds)
+            .map(|(n, &k)| {
+                let next = p.names.len() as u32;
+                *intern.entry((n.clone(), k)).or_insert_with(|| {
+                    p.names.push(String::from_utf8_lossy(n).into_owned());
+                    p.kinds.push(k);
+                    next
+                })
+            })
+            .collect();
+        let ev_map: Vec<u32> = part
+            .events
+            .iter()
+            .map(|e| match events.iter().position(|x| x == e) {
+                Some(i) => i as u32,
+                None => {
+                    events.push(e.clone());
+                    event_counts.push(0);
+                    (events.len() - 1) as u32
+                }
+            })
+            .collect();
+        for (key, (count, period)) in part.stacks {
+            let header = key[0];
+            let ev = ev_map[((header >> 1) & 0xff) as usize];
+            event_counts[ev as usize] += count;
+            let mut nk: Vec<u32> = Vec::with_capacity(key.len());
+            nk.push((header & !(0xff << 1)) | (ev << 1));
+            nk.extend(key[1..].iter().map(|&f| remap[f as usize]));
+            let e = merged.entry(nk.into_boxed_slice()).or_default();
+            e.0 += count;
+            e.1 += period;
+        }
+    }
+    // The first warnings of the file, whichever worker read them.
+    warnings.sort();
+    p.warnings = warnings.into_iter().take(max_warn).map(|w| w.1).collect();
+    p.malformed_lines = malformed;
+    // The most sampled event; on a tie, the first by name (not by which worker
+    // happened to see it first).
+    let main_event = (0..events.len())
+        .max_by(|&a, &b| {
+            event_counts[a]
+                .cmp(&event_counts[b])
+                .then_with(|| events[b].cmp(&events[a]))
+        })
+        .map(|i| i as u32);
+    if let Some(main) = main_event {
+        p.event = String::from_utf8_lossy(&events[main as usize]).into_owned();
+        for (i, e) in events.iter().enumerate() {
+            if i as u32 != main {
+                p.other_events
+                    .push((String::from_utf8_lossy(e).into_owned(), event_counts[i]));
+            }
+        }
+        for (key, (count, period)) in merged {
+            let header = key[0];
+            if (header >> 1) & 0xff != main {
+                continue;
+            }
+            let idle = header & 1 == 1;
+            p.samples += count;
+            if idle {
+                p.idle_samples += count;
+            }
+            p.stacks.push(Stack {
+                frames: key[1..].into(),
+                repeat: (header >> 9).max(1),
+                idle,
+                count,
+                period,
+            });
+        }
+    }
+    // Deterministic order for everything downstream: hottest first, then by the
+    // frames' names (their ids depend on which worker met them first).
+    let names = &p.names;
+    p.stacks.sort_unstable_by(|a, b| {
+        let name = |f: &u32| names[*f as usize].as_str();
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.frames.iter().map(name).cmp(b.frames.iter().map(name)))
+            .then(a.repeat.cmp(&b.repeat))
+            .then(a.idle.cmp(&b.idle))
+    });
+    p
+}

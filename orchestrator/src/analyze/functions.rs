@@ -1,0 +1,146 @@
+//! Per-function counts of a profile and the function deltas: self and inclusive
+//! shares of busy samples on each side, the two-proportion test (Bonferroni over all
+//! functions), an interval, and the functions seen on one side only.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::fold::{FrameKind, Profile};
+use super::stats;
+use crate::model::{CiMethod, FunctionDelta, Role};
+
+/// Per-function busy-sample counts of one side.
+#[derive(Default, Debug)]
+pub struct SideCounts {
+    pub busy: u64,
+    pub functions: BTreeMap<String, FnCounts>,
+    pub per_repeat_busy: Vec<u64>,
+}
+
+#[derive(Default, Debug, Clone)]
+pub struct FnCounts {
+    pub self_: u64,
+    pub inclusive: u64,
+    pub kernel: bool,
+    pub per_repeat: Vec<u64>,
+}
+
+pub fn side_counts(p: &Profile) -> SideCounts {
+    let mut sc = SideCounts {
+        per_repeat_busy: p.busy_per_repeat(),
+        ..Default::default()
+    };
+    let nrep = sc.per_repeat_busy.len();
+    let mut by_id: Vec<FnCounts> = vec![FnCounts::default(); p.names.len()];
+    let mut seen: Vec<u32> = Vec::with_capacity(64);
+    for s in p.stacks.iter().filter(|s| !s.idle) {
+        sc.busy += s.count;
+        // The last frame is the comm: not a function.
+        let frames = &s.frames[..s.frames.len().saturating_sub(1)];
+        if let Some(&leaf) = frames.first() {
+            by_id[leaf as usize].self_ += s.count;
+        }
+        seen.clear();
+        for &f in frames {
+            if !seen.contains(&f) {
+                seen.push(f);
+                let fc = &mut by_id[f as usize];
+                fc.inclusive += s.count;
+                if fc.per_repeat.len() < nrep {
+                    fc.per_repeat.resize(nrep, 0);
+                }
+                if let Some(slot) = fc.per_repeat.get_mut(s.repeat.saturating_sub(1) as usize) {
+                    *slot += s.count;
+                }
+            }
+        }
+    }
+    for (id, mut fc) in by_id.into_iter().enumerate() {
+        if fc.inclusive == 0 {
+            continue;
+        }
+        fc.kernel = p.kinds[id] == FrameKind::Kernel;
+        fc.per_repeat.resize(nrep, 0);
+        let e = sc.functions.entry(p.names[id].clone()).or_default();
+        // Two ids can share a name only across kinds; add them up.
+        e.self_ += fc.self_;
+        e.inclusive += fc.inclusive;
+        e.kernel |= fc.kernel;
+        if e.per_repeat.is_empty() {
+            e.per_repeat = fc.per_repeat;
+        } else {
+            for (a, b) in e.per_repeat.iter_mut().zip(fc.per_repeat) {
+                *a += b;
+            }
+        }
+    }
+    sc
+}
+
+pub fn function_deltas(b: &SideCounts, c: &SideCounts, max: usize) -> (Vec<FunctionDelta>, f64) {
+    let names: BTreeSet<&String> = b.functions.keys().chain(c.functions.keys()).collect();
+    let share = |x: u64, n: u64| if n == 0 { 0.0 } else { x as f64 / n as f64 };
+    let n_tests = names.len().max(1) as f64;
+    let mut shift = 0.0;
+    let mut out = Vec::new();
+    for f in names {
+        let fb = b.functions.get(f).cloned().unwrap_or_default();
+        let fc = c.functions.get(f).cloned().unwrap_or_default();
+        let (ib, ic) = (share(fb.inclusive, b.busy), share(fc.inclusive, c.busy));
+        let (sb, sc) = (share(fb.self_, b.busy), share(fc.self_, c.busy));
+        shift += (sc - sb).abs() / 2.0;
+        let p = stats::two_proportion_p(fc.inclusive, c.busy, fb.inclusive, b.busy);
+        let delta = ic - ib;
+        // Bonferroni over all functions compared, and at least 0.1 point of busy time.
+        let significant = p < 0.05 / n_tests && delta.abs() >= 0.001;
+        let only_on = match (fb.inclusive, fc.inclusive) {
+            (0, x) if x > 0 => Some(Role::Candidate),
+            (x, 0) if x > 0 => Some(Role::Baseline),
+            _ => None,
+        };
+        let per = |fc: &FnCounts, side: &SideCounts| -> Vec<f64> {
+            side.per_repeat_busy
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| *fc.per_repeat.get(i).unwrap_or(&0) as f64 / *n as f64)
+                .collect()
+        };
+        let (rb, rc) = (per(&fb, b), per(&fc, c));
+        let repeat_p = stats::welch_t(&rb, &rc).map(|t| t.2);
+        let (delta_ci, method) = if rb.len() >= 3 && rc.len() >= 3 {
+            (
+                stats::bootstrap_difference(&rb, &rc, 1000),
+                CiMethod::RepeatsBootstrap,
+            )
+        } else {
+            (
+                stats::proportion_difference_ci(fb.inclusive, b.busy, fc.inclusive, c.busy),
+                CiMethod::Counts,
+            )
+        };
+        out.push(FunctionDelta {
+            symbol: f.clone(),
+            kernel: fb.kernel || fc.kernel,
+            baseline_share: ib,
+            candidate_share: ic,
+            baseline_self: sb,
+            candidate_self: sc,
+            delta,
+            p_value: p,
+            significant,
+            only_on,
+            repeat_p_value: repeat_p,
+            delta_ci,
+            delta_ci_method: delta_ci.map(|_| method),
+        });
+    }
+    // Keep what matters for a reader: the biggest changes, then the hottest.
+    out.sort_by(|a, b| {
+        b.delta
+            .abs()
+            .total_cmp(&a.delta.abs())
+            .then(a.symbol.cmp(&b.symbol))
+    });
+    out.truncate(max);
+    (out, shift)
+}

@@ -1,0 +1,256 @@
+//! Host facts: the script that gathers them on a host and the parser of its output
+//! into `facts.json` (the analysis side reads them in `analyze::runtime`).
+//!
+//! The script prints sections `@@name` followed by raw command output; everything is
+//! parsed here on the controller, so the host needs only POSIX sh and coreutils
+//! (busybox is enough). A missing tool leaves its section empty.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Facts, Nic};
+
+/// Gathers facts; run with `sh -c`. Bounded by the caller's `timeout`.
+pub const FACTS_SCRIPT: &str = r#"
+sec() { echo "@@$1"; }
+sec hostname; hostname 2>/dev/null || cat /proc/sys/kernel/hostname
+sec kernel; uname -r
+sec arch; uname -m
+sec nproc; nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo
+sec cpu_model; grep -m1 -E '^(model name|Model|cpu model|Hardware)' /proc/cpuinfo | sed 's/^[^:]*: *//'
+sec meminfo; grep -m1 MemTotal /proc/meminfo
+sec virt; (systemd-detect-virt 2>/dev/null || true); grep -m1 -o hypervisor /proc/cpuinfo 2>/dev/null; cat /sys/class/dmi/id/product_name 2>/dev/null; [ -e /proc/vz ] && echo openvz; [ -e /proc/user_beancounters ] && echo openvz-container
+sec os; (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")
+sec cmdline; cat /proc/cmdline
+sec sysctl; sysctl -a 2>/dev/null
+sec vuln; for f in /sys/devices/system/cpu/vulnerabilities/*; do [ -r "$f" ] && echo "${f##*/}: $(cat "$f")"; done
+sec governor; cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null
+sec thp; cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
+sec thp_defrag; cat /sys/kernel/mm/transparent_hugepage/defrag 2>/dev/null
+sec nic; for d in /sys/class/net/*; do n=${d##*/}; [ "$n" = lo ] && continue
+  echo "nic $n"
+  echo "mtu $(cat $d/mtu 2>/dev/null)"
+  drv=$(readlink $d/device/driver 2>/dev/null); [ -n "$drv" ] && echo "driver ${drv##*/}"
+  [ -z "$drv" ] && ethtool -i $n 2>/dev/null | sed -n 's/^driver: /driver /p'
+  echo "qdisc $(tc qdisc show dev $n 2>/dev/null | head -1 | awk '{print $2}')"
+  echo "rps_cpus $(cat $d/queues/rx-0/rps_cpus 2>/dev/null)"
+  echo "xps_cpus $(cat $d/queues/tx-0/xps_cpus 2>/dev/null)"
+  ethtool -k $n 2>/dev/null | sed -n 's/^\([a-z0-9-]*\): \(on\|off\).*/feature \1 \2/p'
+done
+sec netfilter; if command -v nft >/dev/null 2>&1; then echo "nft_rules $(nft list ruleset 2>/dev/null | grep -cE '^[[:space:]]+(ip|ip6|tcp|udp|meta|ct|iif|oif|iifname|oifname|counter|th|ether|icmp|jump|goto|accept|drop|reject)\b')"; echo "nft_chains $(nft list ruleset 2>/dev/null | grep -c 'chain ')"; fi; if command -v iptables-save >/dev/null 2>&1; then echo "iptables_rules $(iptables-save 2>/dev/null | grep -c '^-A')"; fi; [ -r /proc/sys/net/netfilter/nf_conntrack_max ] && echo "conntrack loaded"; grep -qs '^nf_conntrack ' /proc/modules && echo "conntrack loaded"
+sec ftrace; t=/sys/kernel/tracing; [ -r $t/current_tracer ] || t=/sys/kernel/debug/tracing; [ -r $t/current_tracer ] && echo "current_tracer $(cat $t/current_tracer)"; [ -r $t/enabled_functions ] && echo "enabled_functions $(wc -l < $t/enabled_functions)"
+sec perf; perf --version 2>/dev/null
+sec perf_broken; if command -v perf >/dev/null 2>&1; then perf --version >/dev/null 2>&1 || { rc=$?; echo "$(command -v perf) exits $rc:"; perf --version 2>&1 | tail -n 4; }; fi
+sec paranoid; cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null
+sec kptr; cat /proc/sys/kernel/kptr_restrict 2>/dev/null
+sec config_source; if [ -r /proc/config.gz ]; then echo /proc/config.gz; elif [ -r /boot/config-$(uname -r) ]; then echo /boot/config-$(uname -r); elif [ -r /lib/modules/$(uname -r)/build/.config ]; then echo /lib/modules/$(uname -r)/build/.config; fi
+"#;
+
+/// Prints the kernel config to stdout from wherever it is found.
+pub const CONFIG_SCRIPT: &str = r#"if [ -r /proc/config.gz ]; then gzip -dc /proc/config.gz 2>/dev/null || zcat /proc/config.gz; elif [ -r /boot/config-$(uname -r) ]; then cat /boot/config-$(uname -r); elif [ -r /lib/modules/$(uname -r)/build/.config ]; then cat /lib/modules/$(uname -r)/build/.config; else echo "kdelta: no kernel config (no /proc/config.gz, /boot/config-$(uname -r))" >&2; exit 3; fi"#;
+
+fn sections(out: &str) -> Sections<'_> {
+    let mut map: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut cur = "";
+    for line in out.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            cur = name.trim();
+            map.entry(cur).or_default();
+        } else if !cur.is_empty() {
+            map.entry(cur).or_default().push(line);
+        }
+    }
+    map
+}
+
+/// Parses the output of [`FACTS_SCRIPT`]. A missing section leaves its fact unset.
+pub fn parse_facts(out: &str) -> Facts {
+    let s = sections(out);
+    let first = |k: &str| first_line(&s, k);
+    let mut f = Facts {
+        hostname: first("hostname"),
+        kernel: first("kernel"),
+        nr_cpus: first("nproc").and_then(|v| v.parse().ok()),
+        cpu_model: first("cpu_model"),
+        memory_kb: first("meminfo")
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok())),
+        os: first("os"),
+        cmdline: first("cmdline"),
+        cpufreq_governor: first("governor"),
+        thp: first("thp").map(|t| bracketed(&t)),
+        perf_version: first("perf"),
+        virtualization: virtualization(&s),
+        ..Facts::default()
+    };
+    f.sysctl = pairs(&s, "sysctl", " = ");
+    f.mitigations = pairs(&s, "vuln", ": ");
+    f.nic = nics(&s);
+    for (sec, group) in [("netfilter", "netfilter"), ("ftrace", "ftrace")] {
+        if let Some(obj) = counters(&s, sec) {
+            f.extra.insert(group.to_string(), obj);
+        }
+    }
+    if let Some(why) = perf_broken(&s) {
+        f.extra.insert("perf_broken".into(), why.into());
+    }
+    for (sec, key) in [
+        ("arch", "arch"),
+        ("paranoid", "perf_event_paranoid"),
+        ("kptr", "kptr_restrict"),
+        ("config_source", "kernel_config_source"),
+        ("thp_defrag", "thp_defrag"),
+    ] {
+        if let Some(v) = first(sec) {
+            let v = if sec == "thp_defrag" {
+                bracketed(&v)
+            } else {
+                v
+            };
+            f.extra.insert(key.to_string(), serde_json::Value::from(v));
+        }
+    }
+    f
+}
+
+type Sections<'a> = BTreeMap<&'a str, Vec<&'a str>>;
+
+/// The first non-empty line of a section, trimmed.
+fn first_line(s: &Sections, k: &str) -> Option<String> {
+    s.get(k)
+        .and_then(|v| v.iter().map(|l| l.trim()).find(|l| !l.is_empty()))
+        .map(str::to_string)
+}
+
+/// `systemd-detect-virt`, the cpuinfo flag, the DMI product and OpenVZ markers,
+/// joined; `none` only when nothing else says otherwise.
+fn virtualization(s: &Sections) -> Option<String> {
+    let virt: Vec<&str> = s
+        .get("virt")
+        .map(|v| {
+            v.iter()
+                .map(|l| l.trim())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    match virt.split_first() {
+        Some((&"none", [])) => Some("none".into()),
+        Some((&"none", rest)) => Some(rest.join(", ")),
+        Some(_) => Some(virt.join(", ")),
+        None => None,
+    }
+}
+
+/// `key<sep>value` lines of a section.
+fn pairs(s: &Sections, sec: &str, sep: &str) -> BTreeMap<String, String> {
+    s.get(sec)
+        .into_iter()
+        .flatten()
+        .filter_map(|line| line.split_once(sep))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The `nic` section: a `nic NAME` line opens each interface.
+fn nics(s: &Sections) -> Vec<Nic> {
+    let mut out = Vec::new();
+    let mut nic: Option<Nic> = None;
+    for line in s.get("nic").into_iter().flatten() {
+        let (k, v) = line.split_once(' ').unwrap_or((line, ""));
+        let v = v.trim();
+        if k == "nic" {
+            out.extend(nic.take());
+            nic = Some(Nic {
+                name: v.to_string(),
+                ..Nic::default()
+            });
+            continue;
+        }
+        let Some(n) = nic.as_mut() else { continue };
+        match k {
+            "mtu" => n.mtu = v.parse().ok(),
+            "driver" if !v.is_empty() => n.driver = Some(v.to_string()),
+            "qdisc" if !v.is_empty() => n.qdisc = Some(v.to_string()),
+            "rps_cpus" | "xps_cpus" if !v.is_empty() => {
+                n.features.insert(k.to_string(), v.to_string());
+            }
+            "feature" => {
+                if let Some((name, state)) = v.split_once(' ') {
+                    n.features.insert(name.to_string(), state.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(nic);
+    out
+}
+
+/// `name value` lines as a JSON object, numbers as numbers.
+fn counters(s: &Sections, sec: &str) -> Option<serde_json::Value> {
+    let mut obj = serde_json::Map::new();
+    for line in s.get(sec).into_iter().flatten() {
+        if let Some((k, v)) = line.trim().split_once(' ') {
+            let val = v
+                .trim()
+                .parse::<i64>()
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|_| serde_json::Value::from(v.trim()));
+            obj.insert(k.to_string(), val);
+        }
+    }
+    (!obj.is_empty()).then_some(serde_json::Value::Object(obj))
+}
+
+/// A perf that is there but does not run (Ubuntu's wrapper without the linux-tools
+/// package of the running kernel): its own words, for the preflight.
+fn perf_broken(s: &Sections) -> Option<String> {
+    let lines: Vec<&str> = s
+        .get("perf_broken")?
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(" "))
+}
+
+/// `always [madvise] never` → `madvise`.
+fn bracketed(s: &str) -> String {
+    match (s.find('['), s.find(']')) {
+        (Some(a), Some(b)) if b > a => s[a + 1..b].to_string(),
+        _ => s.trim().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_script_output() {
+        let out = "@@hostname\nlab-b\n@@kernel\n6.1.0-56-amd64\n@@nproc\n2\n@@meminfo\nMemTotal:       24576000 kB\n@@virt\nkvm\n@@cmdline\nBOOT_IMAGE=/vmlinuz root=UUID=x ro quiet mitigations=off preempt=full\n@@sysctl\nnet.core.busy_poll = 50\nkernel.random.uuid = abc\n@@vuln\nmeltdown: Not affected\n@@thp\nalways [madvise] never\n@@nic\nnic eth0\nmtu 1500\nqdisc noqueue\nfeature generic-receive-offload on\nfeature tcp-segmentation-offload off\n@@netfilter\nnft_rules 2001\nconntrack loaded\n@@perf\n@@perf_broken\n/usr/bin/perf exits 2:\nWARNING: perf not found for kernel 6.8.0-45\n\n";
+        let f = parse_facts(out);
+        assert_eq!(
+            f.extra["perf_broken"],
+            "/usr/bin/perf exits 2: WARNING: perf not found for kernel 6.8.0-45"
+        );
+        assert!(!parse_facts("@@perf\nperf version 6.1\n@@perf_broken\n\n")
+            .extra
+            .contains_key("perf_broken"));
+        assert_eq!(f.hostname.as_deref(), Some("lab-b"));
+        assert_eq!(f.nr_cpus, Some(2));
+        assert_eq!(f.memory_kb, Some(24576000));
+        assert_eq!(f.thp.as_deref(), Some("madvise"));
+        assert_eq!(
+            f.sysctl.get("net.core.busy_poll").map(String::as_str),
+            Some("50")
+        );
+        assert_eq!(
+            f.nic[0]
+                .features
+                .get("tcp-segmentation-offload")
+                .map(String::as_str),
+            Some("off")
+        );
+        assert_eq!(f.extra["netfilter"]["nft_rules"], 2001);
+    }
+}

@@ -1,0 +1,111 @@
+//! The scripts that run on a host around one repeat: start perf record (and perf
+//! stat, and the workload's server) in the background, stop them, convert the
+//! recording with `perf script`, collect the counts. Each runs in the run's work
+//! folder, under `setsid` (so the whole process group can be signalled) and under
+//! `timeout` (so it ends even when the connection to kdelta drops).
+
+use crate::exec::shell::quote;
+use crate::playbook::CaptureSpec;
+
+/// Starts perf record (and perf stat) in the background; fails fast if perf dies.
+pub fn start_script(
+    work: &str,
+    repeat: u32,
+    cap: &CaptureSpec,
+    bound_secs: u64,
+    server: Option<&str>,
+) -> String {
+    let w = quote(work);
+    let mut s = format!("set -e\nmkdir -p {w}\ncd {w}\n");
+    if let Some(server) = server {
+        s.push_str(&format!(
+            "setsid timeout -k 5 {bound_secs} sh -c {} > server-{repeat}.log 2>&1 < /dev/null &\necho $! > server.pid\n",
+            quote(server)
+        ));
+    }
+    let cg = cap.call_graph.perf_args();
+    let ev = cap
+        .event
+        .as_ref()
+        .map(|e| format!(" -e {}", quote(e)))
+        .unwrap_or_default();
+    // No build-ids: perf script runs on the same host, and collecting them at exit
+    // takes tens of seconds on a busy capture.
+    // No workload for perf record: it records system-wide until SIGTERM, which it
+    // handles by writing the file (SIGINT is ignored by background jobs of sh).
+    s.push_str(&format!(
+        "setsid timeout -k 10 {bound_secs} perf record -a {cg} -F {f}{ev} --no-buildid --no-buildid-cache -o perf-{repeat}.data > perf-record-{repeat}.log 2>&1 < /dev/null &\necho $! > perf.pid\n",
+        f = cap.frequency
+    ));
+    if cap.stat {
+        // perf stat prints its counts when its workload ends: stop it by ending `sleep`.
+        s.push_str(&format!(
+            "setsid timeout -k 10 {bound_secs} perf stat -a -o perf-stat-{repeat}.txt -- sleep {bound_secs} > /dev/null 2>&1 < /dev/null &\necho $! > stat.pid\n"
+        ));
+    }
+    // perf writes its header at once; wait for it, and report why it died if it did.
+    s.push_str(&format!(
+        "i=0\nwhile [ $i -lt 50 ]; do\n  if ! kill -0 $(cat perf.pid) 2>/dev/null; then echo 'perf record exited at start:' >&2; cat perf-record-{repeat}.log >&2; exit 3; fi\n  [ -s perf-{repeat}.data ] && break\n  sleep 0.1; i=$((i+1))\ndone\n"
+    ));
+    s
+}
+
+/// Exit code of [`stop_script`] when perf record was no longer running when it
+/// came to stop it (its log's tail on stderr).
+pub const PERF_DIED: i32 = 4;
+
+/// Stops perf record (SIGTERM to its group: it writes the file and exits), perf stat
+/// (by ending its `sleep`) and the server; waits for them, then kills what is left.
+pub fn stop_script(work: &str, repeat: u32) -> String {
+    let w = quote(work);
+    format!(
+        r#"cd {w} || exit 0
+alive() {{ st=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1); [ -n "$st" ] && [ "$st" != Z ]; }}
+# perf record must still be running: if not, something killed it (OOM, a person,
+# a crash) and this repeat's profile is cut short.
+died=0
+[ -f perf.pid ] && ! alive $(cat perf.pid) && died=1
+[ -f perf.pid ] && kill -s TERM -- -$(cat perf.pid) 2>/dev/null
+if [ -f stat.pid ]; then
+  pg=$(cat stat.pid)
+  for p in /proc/[0-9]*; do
+    set -- $(sed 's/^[0-9]* (\(.*\)) /\1 /' $p/stat 2>/dev/null)
+    [ "$1" = sleep ] && [ "$4" = "$pg" ] && kill -TERM ${{p#/proc/}} 2>/dev/null
+  done
+fi
+i=0
+while [ $i -lt 300 ]; do
+  busy=0
+  for f in perf.pid stat.pid; do [ -f $f ] && alive $(cat $f) && busy=1; done
+  [ $busy = 0 ] && break
+  sleep 0.1; i=$((i+1))
+done
+for f in perf.pid stat.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; rm -f $f; done
+if [ -f server.pid ]; then kill -s TERM -- -$(cat server.pid) 2>/dev/null; sleep 0.1; kill -s KILL -- -$(cat server.pid) 2>/dev/null; rm -f server.pid; fi
+if [ $died = 1 ]; then tail -n 5 perf-record-{repeat}.log >&2; exit {PERF_DIED}; fi
+[ -s perf-{repeat}.data ] || {{ echo 'perf record wrote no data' >&2; cat perf-record-{repeat}.log >&2; exit 3; }}
+true
+"#
+    )
+}
+
+/// Converts one repeat's recording to text, with its repeat marker, compressed on
+/// the host when it has zstd.
+pub fn script_script(work: &str, repeat: u32, remote_zstd: bool) -> String {
+    let w = quote(work);
+    let compress = if remote_zstd { " | zstd -q -c -3" } else { "" };
+    format!(
+        "cd {w}\n{{ echo; echo \"# kdelta-repeat: {repeat}\"; perf script -i perf-{repeat}.data --no-inline 2>>perf-script.err || perf script -i perf-{repeat}.data 2>>perf-script.err; echo; }}{compress}\n"
+    )
+}
+
+pub fn stat_collect_script(work: &str, repeat: u32) -> String {
+    format!(
+        "cd {}\necho \"# kdelta-repeat: {repeat}\"; cat perf-stat-{repeat}.txt 2>/dev/null; true\n",
+        quote(work)
+    )
+}
+
+pub fn server_log_script(work: &str, repeat: u32) -> String {
+    format!("cat {}/server-{repeat}.log 2>/dev/null; true", quote(work))
+}

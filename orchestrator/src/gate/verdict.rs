@@ -1,0 +1,197 @@
+//! The analysis verdict — regression, improvement, no change or inconclusive — from
+//! the metrics' decisions ([`super::decision`]): any regression makes it a
+//! regression, else any improvement an improvement, all *same* no change, anything
+//! *unknown* inconclusive. The headline names what decided it, with the numbers the
+//! metric table shows. Without workload metrics the profile decides. Pure.
+
+use std::collections::BTreeMap;
+
+use crate::format::pct;
+use crate::model::{
+    Attribution, Confidence, DecidedBy, DecisionStatus, FunctionShare, MetricDelta, Role,
+    VerdictStatus,
+};
+
+/// What the verdict reads.
+pub struct VerdictInput<'a> {
+    pub metrics: &'a [MetricDelta],
+    pub attributions: &'a [Attribution],
+    pub unexplained: &'a [FunctionShare],
+    /// Cause name → its short title (`kasan`), for the headline.
+    pub titles: &'a BTreeMap<String, String>,
+    /// Busy share of all samples, baseline and candidate.
+    pub busy: [f64; 2],
+}
+
+fn status(m: &MetricDelta) -> DecisionStatus {
+    m.decision
+        .as_ref()
+        .map_or(DecisionStatus::Unknown, |d| d.status)
+}
+
+fn reason(m: &MetricDelta) -> &str {
+    m.decision.as_ref().map_or("", |d| d.reason.as_str())
+}
+
+/// The verdict and its headline.
+pub fn verdict(v: &VerdictInput) -> (VerdictStatus, String) {
+    let largest = |s: DecisionStatus| {
+        v.metrics
+            .iter()
+            .filter(|m| status(m) == s)
+            .max_by(|x, y| x.change.abs().total_cmp(&y.change.abs()))
+    };
+    if let Some(m) = largest(DecisionStatus::Regression) {
+        return changed(v, m, VerdictStatus::Regression);
+    }
+    if let Some(m) = largest(DecisionStatus::Improvement) {
+        return changed(v, m, VerdictStatus::Improvement);
+    }
+    if v.metrics.is_empty() {
+        return from_profile(v);
+    }
+    let unknown: Vec<&MetricDelta> = v
+        .metrics
+        .iter()
+        .filter(|m| status(m) == DecisionStatus::Unknown)
+        .collect();
+    if !unknown.is_empty() {
+        let why: Vec<&str> = unknown.iter().map(|m| reason(m)).collect();
+        return (
+            VerdictStatus::Inconclusive,
+            format!("Not decided yet: {}.", why.join("; ")),
+        );
+    }
+    same(v)
+}
+
+/// Attributions that are more than a hint.
+fn supported<'a>(v: &'a VerdictInput) -> impl Iterator<Item = &'a Attribution> {
+    v.attributions
+        .iter()
+        .filter(|a| a.confidence != Confidence::Low)
+}
+
+fn changed(v: &VerdictInput, m: &MetricDelta, s: VerdictStatus) -> (VerdictStatus, String) {
+    let worse = s == VerdictStatus::Regression;
+    let by_cpu = m
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.decided_by == DecidedBy::CpuEvidence);
+    let cause = supported(v).find(|a| (a.explained_share > 0.0) == worse);
+    let why = match cause {
+        // The CPU rule already named its cause in the reason.
+        _ if by_cpu => String::new(),
+        Some(a) if worse => format!("; {}", describe_cause(v, a, Role::Candidate)),
+        Some(a) => format!("; {}", describe_cause(v, a, Role::Baseline)),
+        None if worse => format!("; {}", top_unexplained(v)),
+        None => "; no single configuration difference explains it".to_string(),
+    };
+    let what = if worse {
+        "Candidate is worse"
+    } else {
+        "Candidate is better"
+    };
+    (s, format!("{what}: {}{why}.", reason(m)))
+}
+
+/// Every metric the same within its limit.
+fn same(v: &VerdictInput) -> (VerdictStatus, String) {
+    let why: Vec<&str> = v.metrics.iter().map(reason).collect();
+    let profile = match supported(v).next() {
+        Some(a) if a.explained_share.abs() >= 0.02 && a.confidence == Confidence::High => {
+            let side = if a.explained_share > 0.0 {
+                Role::Candidate
+            } else {
+                Role::Baseline
+            };
+            format!(" Different profile: {}.", describe_cause(v, a, side))
+        }
+        _ => String::new(),
+    };
+    (
+        VerdictStatus::NoChange,
+        format!("Same speed: {}.{profile}", why.join("; ")),
+    )
+}
+
+/// No workload metrics: judge from the profile.
+fn from_profile(v: &VerdictInput) -> (VerdictStatus, String) {
+    let note = "no workload metrics";
+    match supported(v).next() {
+        Some(a) if a.explained_share >= 0.02 && a.confidence == Confidence::High => (
+            VerdictStatus::Regression,
+            format!(
+                "Candidate burns more CPU: {} ({note}).",
+                describe_cause(v, a, Role::Candidate)
+            ),
+        ),
+        Some(a) if a.explained_share <= -0.02 && a.confidence == Confidence::High => (
+            VerdictStatus::Improvement,
+            format!(
+                "Candidate burns less CPU: {} ({note}).",
+                describe_cause(v, a, Role::Baseline)
+            ),
+        ),
+        _ => {
+            let moved: f64 = v
+                .unexplained
+                .iter()
+                .map(|f| (f.candidate_share - f.baseline_share).abs())
+                .sum();
+            if v.attributions.is_empty() && moved < 0.05 {
+                (
+                    VerdictStatus::NoChange,
+                    format!(
+                        "No meaningful difference: {note}, busy CPU {} vs {}, and no configuration or runtime difference shows in the profile.",
+                        pct(v.busy[0]),
+                        pct(v.busy[1])
+                    ),
+                )
+            } else {
+                (
+                    VerdictStatus::Inconclusive,
+                    format!(
+                        "The profiles differ but nothing is clear: {note}; {}.",
+                        top_unexplained(v)
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// `40% more of the candidate's busy CPU is kasan work (CONFIG_KASAN = y on …)`.
+fn describe_cause(v: &VerdictInput, a: &Attribution, side: Role) -> String {
+    let what = match v.titles.get(&a.cause) {
+        Some(t) if !t.is_empty() => format!(" {t}"),
+        _ => String::new(),
+    };
+    let (here, there) = match side {
+        Role::Candidate => (&a.candidate, &a.baseline),
+        Role::Baseline => (&a.baseline, &a.candidate),
+    };
+    format!(
+        "{} more of the {side}'s busy CPU is{what} work ({} = {here} on the {side}, {there} on the other; {} confidence)",
+        pct(a.explained_share.abs()),
+        a.cause,
+        a.confidence
+    )
+}
+
+fn top_unexplained(v: &VerdictInput) -> String {
+    let names: Vec<&str> = v
+        .unexplained
+        .iter()
+        .take(3)
+        .map(|f| f.symbol.as_str())
+        .collect();
+    if names.is_empty() {
+        "no configuration or runtime difference explains the profile change".to_string()
+    } else {
+        format!(
+            "no configuration or runtime difference explains it; the extra time is in {}",
+            names.join(", ")
+        )
+    }
+}

@@ -1,0 +1,582 @@
+//! The kernel a qemu guest boots: an image as is, a Debian package (resolved,
+//! downloaded and unpacked once into the cache), or a source tree configured with
+//! the kernel's own tools, checked and built once per final config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::{cache_dir, KernelImage};
+use crate::exec::shell::quote;
+use crate::format::fingerprint;
+use crate::kconfig::KernelConfig;
+use crate::model::Role;
+use crate::playbook::{KernelSpec, QemuSpec, SourceTree};
+use crate::progress::Progress;
+
+/// The virtio network driver and what it needs, in load order (Debian's generic and
+/// RT kernels build them as modules).
+const GUEST_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio",
+    "virtio_pci_legacy_dev",
+    "virtio_pci_modern_dev",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// A Debian kernel package: resolves a meta package (`linux-image-rt-amd64`) to the
+/// current ABI (`linux-image-6.1.0-28-rt-amd64`), downloads it once into the cache and
+/// extracts the image, its config and the guest's modules.
+async fn package_kernel(name: &str, log: &Path) -> Result<KernelImage> {
+    let resolved = resolve_package(name).await?;
+    let dir = cache_dir().join("packages").join(&resolved);
+    let marker = dir.join(".extracted");
+    if !marker.is_file() {
+        extract_package(&resolved, &dir, log).await?;
+        std::fs::write(&marker, "")?;
+    }
+    read_package(name, &resolved, &dir)
+}
+
+/// `linux-image-rt-amd64` → `linux-image-6.1.0-28-rt-amd64` through apt's
+/// dependencies (at most three hops); a name with an ABI is its own answer.
+async fn resolve_package(name: &str) -> Result<String> {
+    let versioned = |n: &str| {
+        n.strip_prefix("linux-image-")
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+    };
+    let mut resolved = name.to_string();
+    for _ in 0..3 {
+        if versioned(&resolved) {
+            break;
+        }
+        let out = tokio::process::Command::new("apt-cache")
+            .args(["depends", "--no-recommends", "--no-suggests", &resolved])
+            .output()
+            .await
+            .context("apt-cache not found: the package path needs Debian's apt")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match image_dependency(&text) {
+            Some(n) => resolved = n.to_string(),
+            None => bail!(
+                "{name}: apt-cache names no linux-image dependency (is `apt-get update` done?)"
+            ),
+        }
+    }
+    Ok(resolved)
+}
+
+/// The `linux-image-…` package `apt-cache depends` names, if any.
+pub fn image_dependency(apt_cache_output: &str) -> Option<&str> {
+    apt_cache_output
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(str::trim)
+        .find(|d| d.starts_with("linux-image-"))
+}
+
+/// Downloads the package into the cache and unpacks /boot and the guest's modules.
+async fn extract_package(resolved: &str, dir: &Path, log: &Path) -> Result<()> {
+    let cache = cache_dir().join("packages");
+    let dl = cache.join("debs");
+    std::fs::create_dir_all(&dl)?;
+    run_logged(
+        tokio::process::Command::new("apt-get")
+            .args(["download", resolved])
+            .current_dir(&dl),
+        &format!("apt-get download {resolved}"),
+        log,
+    )
+    .await
+    .with_context(|| format!("cannot download {resolved} (is `apt-get update` done and the package in your sources?)"))?;
+    let prefix = format!("{resolved}_");
+    let deb = std::fs::read_dir(&dl)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-get download left no {resolved}_*.deb in {}",
+                dl.display()
+            )
+        })?;
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let mut patterns = vec!["./boot/*".to_string()];
+    patterns.extend(GUEST_MODULES.iter().map(|m| format!("*/{m}.ko")));
+    let script = format!(
+        "dpkg-deb --fsys-tarfile {} | tar -x -C {} --wildcards {}",
+        quote(&deb.display().to_string()),
+        quote(&dir.display().to_string()),
+        crate::exec::shell::join(&patterns)
+    );
+    run_logged(
+        tokio::process::Command::new("sh").arg("-c").arg(&script),
+        &format!("extract {}", deb.display()),
+        log,
+    )
+    .await
+}
+
+/// The image, release, config and modules of an unpacked package.
+fn read_package(name: &str, resolved: &str, dir: &Path) -> Result<KernelImage> {
+    let boot = dir.join("boot");
+    let vmlinuz = std::fs::read_dir(&boot)
+        .with_context(|| format!("{resolved}: no /boot in the package"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| {
+            anyhow!("{resolved}: the package has no /boot/vmlinuz-*: is it a kernel image package?")
+        })?;
+    let release = vmlinuz
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("vmlinuz-"))
+        .unwrap_or_default()
+        .to_string();
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+    find_modules(&dir.join("lib"), &mut found);
+    find_modules(&dir.join("usr/lib"), &mut found);
+    // Built-in drivers have no .ko: load what exists, in dependency order.
+    let modules: Vec<PathBuf> = GUEST_MODULES
+        .iter()
+        .filter_map(|m| found.get(*m).cloned())
+        .collect();
+    let config = boot.join(format!("config-{release}"));
+    Ok(KernelImage {
+        image: vmlinuz,
+        config: config.is_file().then_some(config),
+        release: Some(release.clone()),
+        modules,
+        provenance: serde_json::json!({ "package": name, "resolved": resolved, "release": release }),
+    })
+}
+
+fn find_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            find_modules(&p, out);
+        } else if let Some(stem) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".ko"))
+        {
+            out.insert(stem.to_string(), p.clone());
+        }
+    }
+}
+
+/// Runs a command, its output appended to `log`; fails with the log's tail. The
+/// command runs in its own process group, killed whole if the future is dropped
+/// (Ctrl-C during a kernel build must not leave `make` and its compilers behind).
+async fn run_logged(cmd: &mut tokio::process::Command, what: &str, log: &Path) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    writeln!(f, "\n$ {what}")?;
+    let out = f.try_clone()?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(f));
+    let status = crate::exec::local::run_in_group(cmd, None, what)
+        .await?
+        .map(|o| o.status)
+        .ok_or_else(|| anyhow!("{what}: no exit status"))?;
+    if !status.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        bail!(
+            "{what} failed ({status}); last lines of {}:\n{}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// The unpacked source tree and a string that identifies its version.
+async fn source_tree(src: &SourceTree, log: &Path) -> Result<(PathBuf, String)> {
+    match src {
+        SourceTree::Path(p) => {
+            let out = tokio::process::Command::new("make")
+                .arg("-s")
+                .arg("-C")
+                .arg(p)
+                .arg("kernelversion")
+                .output()
+                .await
+                .with_context(|| format!("cannot run make in {}", p.display()))?;
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if v.is_empty() {
+                bail!(
+                    "{}: `make kernelversion` printed nothing: is it a kernel tree?",
+                    p.display()
+                );
+            }
+            Ok((p.clone(), format!("{} {v}", p.display())))
+        }
+        SourceTree::DebianPackage(name) => {
+            let tarball = PathBuf::from(format!("/usr/src/{name}.tar.xz"));
+            if !tarball.is_file() {
+                bail!("{} not found: install the kernel source with `apt-get install {name}` (and build-essential flex bison bc libelf-dev libssl-dev cpio)", tarball.display());
+            }
+            let ver = tokio::process::Command::new("dpkg-query")
+                .args(["-W", "-f", "${Version}", name])
+                .output()
+                .await
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default();
+            let root = cache_dir().join("src");
+            let tree = root.join(name);
+            let marker = root.join(format!("{name}.unpacked"));
+            let want = format!("{ver}\n");
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(want.as_str()) {
+                std::fs::create_dir_all(&root)?;
+                let _ = std::fs::remove_dir_all(&tree);
+                run_logged(
+                    tokio::process::Command::new("tar")
+                        .arg("xf")
+                        .arg(&tarball)
+                        .arg("-C")
+                        .arg(&root),
+                    &format!("tar xf {}", tarball.display()),
+                    log,
+                )
+                .await?;
+                std::fs::write(&marker, &want)?;
+            }
+            Ok((tree, format!("{name} {ver}")))
+        }
+    }
+}
+
+/// Options a fragment or the inline list asks for, as `name → value` (`n` = off).
+pub fn requested_options(
+    fragments: &[PathBuf],
+    inline: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for f in fragments {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read fragment {}", f.display()))?;
+        // `# CONFIG_X is not set` parses as `n`.
+        out.extend(KernelConfig::parse(&text).options);
+    }
+    for (k, v) in inline {
+        out.insert(k.clone(), v.clone());
+    }
+    Ok(out)
+}
+
+/// Requested options whose final value differs: `(option, requested, got)`.
+pub fn lost_options(
+    requested: &BTreeMap<String, String>,
+    fin: &KernelConfig,
+) -> Vec<(String, String, String)> {
+    requested
+        .iter()
+        .filter_map(|(k, want)| {
+            let got = fin.get(k);
+            let same = got == want.trim_matches('"')
+                || (want == "n" && got == "n")
+                || got.trim_matches('"') == want.trim_matches('"');
+            (!same).then(|| (k.clone(), want.clone(), got.to_string()))
+        })
+        .collect()
+}
+
+/// Builds (or finds in the cache) the kernel a host asks for.
+pub async fn prepare_kernel(
+    spec: &QemuSpec,
+    role: Role,
+    log: &Path,
+    progress: &Progress,
+) -> Result<KernelImage> {
+    match &spec.kernel {
+        KernelSpec::Image { path } => Ok(KernelImage {
+            image: path.clone(),
+            config: None,
+            release: None,
+            modules: vec![],
+            provenance: serde_json::json!({ "image": path }),
+        }),
+        KernelSpec::Package { name } => {
+            progress.step(role.as_str(), &format!("kernel: package {name}"));
+            let k = package_kernel(name, log).await?;
+            progress.done(
+                role.as_str(),
+                &format!(
+                    "kernel {} from {}",
+                    k.release.as_deref().unwrap_or("?"),
+                    name
+                ),
+            );
+            Ok(k)
+        }
+        KernelSpec::Source {
+            source,
+            base,
+            fragments,
+            options,
+        } => {
+            let b = SourceBuild {
+                role,
+                base,
+                fragments,
+                options,
+                log,
+                progress,
+            };
+            b.prepare(source).await
+        }
+    }
+}
+
+/// A kernel built from source: what to build and where to say so.
+struct SourceBuild<'a> {
+    role: Role,
+    base: &'a str,
+    fragments: &'a [PathBuf],
+    options: &'a BTreeMap<String, String>,
+    log: &'a Path,
+    progress: &'a Progress,
+}
+
+impl SourceBuild<'_> {
+    async fn prepare(&self, source: &SourceTree) -> Result<KernelImage> {
+        let role = self.role.as_str();
+        self.progress.step(role, "kernel: preparing the source");
+        let (tree, version) = source_tree(source, self.log).await?;
+        let tmp = cache_dir()
+            .join("build")
+            .join(format!("cfg-{role}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let res = self.configure_and_build(&tree, &version, &tmp).await;
+        let _ = std::fs::remove_dir_all(&tmp);
+        res
+    }
+
+    async fn configure_and_build(
+        &self,
+        tree: &Path,
+        version: &str,
+        tmp: &Path,
+    ) -> Result<KernelImage> {
+        let final_text = self.configure(tree, tmp).await?;
+        self.check_applied(&final_text, version)?;
+        // The identity of the image: source version and final config, without
+        // the config's generated header (it names the build time).
+        let body: String = final_text
+            .lines()
+            .filter(|l| !l.starts_with("# Automatically generated") && !l.starts_with("# Linux/"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let key = fingerprint(format!("{version}\n{body}").as_bytes());
+        let out = cache_dir().join("kernels").join(&key);
+        let image = out.join("bzImage");
+        let started = Instant::now();
+        let built = if image.is_file() {
+            self.progress
+                .done(self.role.as_str(), &format!("kernel {key} from the cache"));
+            false
+        } else {
+            self.build(tree, tmp, &key, &out).await?;
+            true
+        };
+        Ok(KernelImage {
+            image,
+            config: Some(out.join("config")),
+            release: None,
+            modules: vec![],
+            provenance: serde_json::json!({
+                "source": version,
+                "base": self.base,
+                "fragments": self.fragments,
+                "options": self.options,
+                "fingerprint": key,
+                "built_now": built,
+                "build_seconds": if built { started.elapsed().as_secs_f64() } else { 0.0 },
+            }),
+        })
+    }
+
+    /// Base config, fragments and inline options merged with the kernel's own
+    /// merge_config.sh, completed by olddefconfig; returns the final `.config`.
+    async fn configure(&self, tree: &Path, tmp: &Path) -> Result<String> {
+        let extra = self.fragments.len() + usize::from(!self.options.is_empty());
+        self.progress.step(
+            self.role.as_str(),
+            &format!("kernel: {} + {extra} fragment(s)", self.base),
+        );
+        let make = |target: &str| {
+            let mut c = tokio::process::Command::new("make");
+            c.arg("-C")
+                .arg(tree)
+                .arg(format!("O={}", tmp.display()))
+                .arg(target);
+            c
+        };
+        run_logged(
+            &mut make(self.base),
+            &format!("make {}", self.base),
+            self.log,
+        )
+        .await?;
+        // merge_config.sh runs in the source tree: absolute paths.
+        let mut frags: Vec<PathBuf> = self
+            .fragments
+            .iter()
+            .map(|f| std::fs::canonicalize(f).with_context(|| format!("fragment {}", f.display())))
+            .collect::<Result<_>>()?;
+        if !self.options.is_empty() {
+            let inline = tmp.join("kdelta-inline.config");
+            let text: String = self
+                .options
+                .iter()
+                .map(|(k, v)| {
+                    if v == "n" {
+                        format!("# {k} is not set\n")
+                    } else {
+                        format!("{k}={v}\n")
+                    }
+                })
+                .collect();
+            std::fs::write(&inline, text)?;
+            frags.push(inline);
+        }
+        if !frags.is_empty() {
+            let mut cmd = tokio::process::Command::new("sh");
+            cmd.arg(tree.join("scripts/kconfig/merge_config.sh"))
+                .arg("-m")
+                .arg("-O")
+                .arg(tmp)
+                .arg(tmp.join(".config"))
+                .args(&frags)
+                .current_dir(tree);
+            run_logged(&mut cmd, "merge_config.sh", self.log).await?;
+        }
+        run_logged(&mut make("olddefconfig"), "make olddefconfig", self.log).await?;
+        Ok(std::fs::read_to_string(tmp.join(".config"))?)
+    }
+
+    /// Every requested option must have survived olddefconfig.
+    fn check_applied(&self, final_text: &str, version: &str) -> Result<()> {
+        let fin = KernelConfig::parse(final_text);
+        let requested = requested_options(self.fragments, self.options)?;
+        let lost = lost_options(&requested, &fin);
+        if lost.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "{}: the kernel config lost {} requested option(s) in olddefconfig (a dependency is off, or the option does not exist in {version}): {}",
+            self.role,
+            lost.len(),
+            lost.iter()
+                .map(|(k, w, g)| format!("{k}: asked {w}, got {g}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    }
+
+    /// `make bzImage` in the build folder of this config (continuing an interrupted
+    /// build of the same config), then the image and config into the cache.
+    async fn build(&self, tree: &Path, tmp: &Path, key: &str, out: &Path) -> Result<()> {
+        let build = cache_dir().join("build").join(key);
+        if !build.join(".config").is_file() {
+            let _ = std::fs::remove_dir_all(&build);
+            std::fs::rename(tmp, &build)?;
+        }
+        let jobs = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        self.progress.step(
+            self.role.as_str(),
+            &format!(
+                "kernel: building {key} with {jobs} jobs (first time: minutes; log in {})",
+                self.log.display()
+            ),
+        );
+        let started = Instant::now();
+        run_logged(
+            tokio::process::Command::new("make")
+                .arg("-C")
+                .arg(tree)
+                .arg(format!("O={}", build.display()))
+                .arg(format!("-j{jobs}"))
+                .arg("bzImage"),
+            "make bzImage",
+            self.log,
+        )
+        .await?;
+        std::fs::create_dir_all(out)?;
+        let staged = out.join("bzImage.part");
+        std::fs::copy(build.join("arch/x86/boot/bzImage"), &staged)?;
+        std::fs::copy(build.join(".config"), out.join("config"))?;
+        std::fs::rename(&staged, out.join("bzImage"))?;
+        self.progress.done(
+            self.role.as_str(),
+            &format!(
+                "kernel {key} built in {:.0}s",
+                started.elapsed().as_secs_f64()
+            ),
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requested_options_survive_or_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("kasan.config");
+        std::fs::write(
+            &f,
+            "CONFIG_KASAN=y\n# CONFIG_KASAN_INLINE is not set\nCONFIG_NR_CPUS=4\n",
+        )
+        .unwrap();
+        let mut inline = BTreeMap::new();
+        inline.insert("CONFIG_SLUB".to_string(), "y".to_string());
+        let req = requested_options(&[f], &inline).unwrap();
+        assert_eq!(req.len(), 4);
+        let fin = KernelConfig::parse("CONFIG_KASAN=y\nCONFIG_NR_CPUS=4\nCONFIG_SLUB=y\n");
+        assert!(
+            lost_options(&req, &fin).is_empty(),
+            "absent reads as not set"
+        );
+        let fin = KernelConfig::parse(
+            "# CONFIG_KASAN is not set\nCONFIG_NR_CPUS=8\nCONFIG_SLUB=y\nCONFIG_KASAN_INLINE=y\n",
+        );
+        let lost = lost_options(&req, &fin);
+        let names: Vec<&str> = lost.iter().map(|l| l.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["CONFIG_KASAN", "CONFIG_KASAN_INLINE", "CONFIG_NR_CPUS"]
+        );
+    }
+}

@@ -1,0 +1,113 @@
+//! Teardown: everything the [`Ledger`] says exists is stopped or removed — guests
+//! killed, kdelta's processes and work folders on hosts it does not own cleaned up,
+//! command hosts' `down` run, the lab's namespaces deleted. Reads only the ledger, so
+//! it runs the same after success, failure, Ctrl-C, SIGTERM or a panic; every error
+//! is collected and reported, none stops the rest.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::join_all;
+
+use super::{lab, Host, Ledger};
+use crate::exec::remote::{stop_tagged, Remote};
+use crate::exec::shell::quote;
+use crate::model::Role;
+use crate::progress::Progress;
+
+/// Tears down what the ledger holds (taking it: a second call finds nothing).
+/// Returns the problems, one line each.
+pub async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String> {
+    let l = std::mem::take(&mut *ledger.lock().unwrap_or_else(|e| e.into_inner()));
+    let mut errors = stop_guests(&l, progress);
+    if let Some(d) = &l.qemu_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    if let Some(work) = &l.work {
+        errors.extend(clean_foreign(&l.hosts, &l.connected, work, progress).await);
+    }
+    // Hosts made by `up`: their `down`, always, both at once (after the cleanup
+    // above, for hosts that `down` only stops).
+    let removals = l.downs.iter().map(|p| async move {
+        progress.step("teardown", &format!("down: {}", p.display()));
+        super::command::run_down(p)
+            .await
+            .err()
+            .map(|e| format!("{e:#}"))
+    });
+    errors.extend(join_all(removals).await.into_iter().flatten());
+    if let Some(state) = l.lab {
+        progress.step("lab", "tearing down");
+        // Lab hosts share this machine's filesystem: their work folder is here.
+        if let Some(work) = l
+            .work
+            .as_deref()
+            .filter(|w| w.starts_with("/tmp/kdelta-run-"))
+        {
+            for role in Role::ALL {
+                let _ = std::fs::remove_dir_all(format!("{work}-{role}"));
+            }
+        }
+        let e = tokio::task::spawn_blocking(move || lab::lab_down(&state))
+            .await
+            .unwrap_or_else(|e| vec![format!("lab teardown failed: {e}")]);
+        errors.extend(e);
+        progress.done("lab", "torn down");
+    }
+    if let Some(c) = &l.control_dir {
+        let _ = std::fs::remove_dir_all(c);
+    }
+    errors
+}
+
+/// QEMU guests: killed by PID and reaped; nothing in them needs saving.
+fn stop_guests(l: &Ledger, progress: &Progress) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut vms = l.vms.lock().unwrap_or_else(|e| e.into_inner());
+    for mut vm in vms.drain(..) {
+        progress.step(vm.role.as_str(), "stopping the guest");
+        if !vm.kill() {
+            errors.push(format!(
+                "{}: QEMU (pid {}) could not be reaped",
+                vm.role,
+                vm.child.id()
+            ));
+        }
+    }
+    errors
+}
+
+/// Remote work folders on hosts kdelta does not own: stop what it started, remove
+/// its files. Only on hosts it reached (nothing ran on the others), both at once,
+/// with one short connection attempt each.
+async fn clean_foreign(
+    hosts: &[Host],
+    connected: &[Role],
+    work: &str,
+    progress: &Progress,
+) -> Vec<String> {
+    let cleanups = hosts
+        .iter()
+        .filter(|h| h.provider.is_foreign() && connected.contains(&h.role))
+        .map(|h| async move {
+            progress.step(h.role.as_str(), "cleaning up");
+            let tmp = std::env::temp_dir().join("kdelta-teardown");
+            let _ = std::fs::create_dir_all(&tmp);
+            let mut spec = h.connect.clone();
+            spec.retry_for = Duration::from_secs(10);
+            let r = match Remote::connect(&spec, &tmp).await {
+                Ok(r) => r,
+                Err(e) => return Some(format!("{}: cleanup skipped: {e:#}", h.role)),
+            };
+            let w = format!("{work}-{}", h.role);
+            let script = format!(
+                "{}\ncd {q} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {q}",
+                stop_tagged(&w),
+                q = quote(&w)
+            );
+            let res = r.run("cleanup", &script, Duration::from_secs(30)).await;
+            r.close().await;
+            res.err().map(|e| format!("{e:#}"))
+        });
+    join_all(cleanups).await.into_iter().flatten().collect()
+}

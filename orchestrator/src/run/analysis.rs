@@ -1,0 +1,449 @@
+//! The one way to analyse: two sides loaded ([`crate::analyze`]), their causes tied
+//! ([`crate::attribute`]), the verdict decided ([`crate::gate::verdict`]) into a
+//! [`Summary`]. `kdelta analyze` (a run directory or two capture folders), `kdelta run`
+//! and `kdelta gate` all come through here. Files only: nothing here reaches a host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::analyze::fold::FoldOptions;
+use crate::analyze::functions::{function_deltas, side_counts, SideCounts};
+use crate::analyze::metrics::metric_deltas;
+use crate::analyze::runtime::runtime_delta;
+use crate::analyze::side::{load_capture, side_summary, Capture};
+use crate::attribute::{self, cause, ksrc, AttributeOptions, Cause, KnowledgeBase};
+use crate::format::pct;
+use crate::gate::decision::{self, CpuEvidence};
+use crate::gate::verdict::{verdict, VerdictInput};
+use crate::kconfig;
+use crate::model::{
+    Assessment, Attribution, Confidence, ConfigChange, DecisionStatus, HostsRecord, KeyKind,
+    MetricDecision, MetricDelta, PhaseStatus, ProviderKind, Role, RunRecord, RuntimeChange,
+    Summary, Verdict,
+};
+use crate::rundir::RunDir;
+
+/// What the analysis reads besides the captures (`--kb`, `--kernel-src`), and how
+/// the metrics are decided.
+#[derive(Clone, Debug, Default)]
+pub struct AnalysisSetup {
+    /// Knowledge base file; the built-in one when absent.
+    pub kb: Option<PathBuf>,
+    /// Kernel source tree for mapping options to functions.
+    pub kernel_src: Option<PathBuf>,
+    /// The limit of each metric that has a gate rule; the others get
+    /// [`decision::DEFAULT_LIMIT`]. For a run directory, read from its playbook
+    /// when not given.
+    pub limits: Option<BTreeMap<String, f64>>,
+    /// How many times the data were looked at to decide when to stop (adaptive
+    /// repeats): each look is tested at α / looks. 1 for a fixed number of repeats.
+    pub looks: u32,
+}
+
+/// The analysis's settings, loaded.
+pub struct Analyzer {
+    pub kb: KnowledgeBase,
+    pub limits: BTreeMap<String, f64>,
+    /// The significance level of each metric's test.
+    pub alpha: f64,
+    pub attribute: AttributeOptions,
+    /// Functions kept in the summary's table. Default 300.
+    pub max_functions: usize,
+    pub kernel_src: Option<PathBuf>,
+    pub fold: FoldOptions,
+}
+
+impl AnalysisSetup {
+    pub fn load(&self) -> Result<Analyzer> {
+        let kb = match &self.kb {
+            Some(p) => KnowledgeBase::load(p)?,
+            None => KnowledgeBase::builtin()?,
+        };
+        Ok(Analyzer {
+            kb,
+            limits: self.limits.clone().unwrap_or_default(),
+            alpha: decision::ALPHA / f64::from(self.looks.max(1)),
+            attribute: AttributeOptions::default(),
+            max_functions: 300,
+            kernel_src: self.kernel_src.clone(),
+            fold: FoldOptions::default(),
+        })
+    }
+}
+
+/// A finished analysis: the summary and the two sides it was made of (their
+/// profiles are what the report's flame graphs draw).
+pub struct Analyzed {
+    pub summary: Summary,
+    pub base: Capture,
+    pub cand: Capture,
+}
+
+/// Analyses a run directory, also one whose run was interrupted or failed. `run` is
+/// its run.json when the caller holds it; otherwise it is read from the folder.
+pub fn analyze_run_dir(dir: &Path, setup: &Analyzer, run: Option<RunRecord>) -> Result<Analyzed> {
+    let rd = RunDir::open(dir);
+    let (b, c) = rd.sides()?;
+    let names = host_names(&rd);
+    let base = load_capture(&b, &names[0], &setup.fold)?;
+    let cand = load_capture(&c, &names[1], &setup.fold)?;
+    let mut summary = summarize(&base, &cand, setup)?;
+    summary.run = run.or_else(|| rd.read_run_record().ok());
+    run_caveats(&mut summary, &base, &cand);
+    Ok(Analyzed {
+        summary,
+        base,
+        cand,
+    })
+}
+
+/// Analyses two capture folders taken by hand (`--baseline DIR --candidate DIR`).
+pub fn analyze_folders(b: &Path, c: &Path, setup: &Analyzer) -> Result<Analyzed> {
+    let base = load_capture(b, &format!("baseline ({})", b.display()), &setup.fold)?;
+    let cand = load_capture(c, &format!("candidate ({})", c.display()), &setup.fold)?;
+    let summary = summarize(&base, &cand, setup)?;
+    Ok(Analyzed {
+        summary,
+        base,
+        cand,
+    })
+}
+
+/// What the run record says about the data: a resumed run's sides come from two
+/// times; an interrupted run has fewer repeats than planned.
+fn run_caveats(summary: &mut Summary, base: &Capture, cand: &Capture) {
+    let Some(run) = &summary.run else { return };
+    let mut caveats = Vec::new();
+    if matches!(run.status, PhaseStatus::Interrupted | PhaseStatus::Failed) {
+        caveats.push(format!(
+            "the run was {} before it finished: this analysis uses the repeats it captured ({} on the baseline, {} on the candidate)",
+            match run.status {
+                PhaseStatus::Interrupted => "interrupted",
+                _ => "failed",
+            },
+            base.profile.repeats,
+            cand.profile.repeats
+        ));
+    }
+    for r in &run.resumes {
+        if let [role] = r.recaptured.as_slice() {
+            caveats.push(format!(
+                "resumed run: the {role} was captured again at {}, later than the other side: drift between the two times falls on one side only",
+                r.at
+            ));
+        }
+    }
+    // The interruption first: it changes how everything after it reads.
+    caveats.append(&mut summary.caveats);
+    summary.caveats = caveats;
+}
+
+/// The name the report gives each side: the playbook's label, else the machine.
+fn host_names(rd: &RunDir) -> [String; 2] {
+    let rec: Option<HostsRecord> = rd.read_hosts_record().ok();
+    Role::ALL.map(|role| {
+        rec.as_ref()
+            .and_then(|r| r.hosts.iter().find(|h| h.role == role))
+            // The report adds the role: the name says which machine.
+            .map(|h| match &h.label {
+                Some(l) => l.clone(),
+                None if h.provider == ProviderKind::Qemu => "qemu guest".to_string(),
+                None => h.destination.clone(),
+            })
+            .unwrap_or_else(|| role.to_string())
+    })
+}
+
+/// The whole analysis of two loaded sides.
+pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary> {
+    let mut caveats = Vec::new();
+    let mut warnings: Vec<String> = base
+        .warnings
+        .iter()
+        .chain(&cand.warnings)
+        .cloned()
+        .collect();
+    for c in [base, cand] {
+        side_notes(c, &mut caveats, &mut warnings)?;
+    }
+    if base.profile.event != cand.profile.event {
+        caveats.push(format!(
+            "the two profiles sample different events ({} vs {}): shares compare, absolute counts do not",
+            base.profile.event, cand.profile.event
+        ));
+    }
+    let config_delta = config_delta(base, cand, &mut caveats);
+    let runtime_delta = runtime_changes(base, cand, &mut caveats);
+    let mut metrics = metric_deltas(base.metrics.as_ref(), cand.metrics.as_ref());
+    for m in &mut metrics {
+        let limit = a
+            .limits
+            .get(&m.name)
+            .copied()
+            .unwrap_or(decision::DEFAULT_LIMIT);
+        let d = decision::decide(m, limit, a.alpha);
+        record(m, d);
+    }
+    let sb = side_counts(&base.profile);
+    let sc = side_counts(&cand.profile);
+    let (functions, profile_shift) = function_deltas(&sb, &sc, a.max_functions.max(1));
+    let causes = causes(base, cand, a, &config_delta, &runtime_delta, [&sb, &sc])?;
+
+    let worse = metrics.iter().any(|m| m.assessment == Assessment::Worse);
+    let better = metrics.iter().any(|m| m.assessment == Assessment::Better);
+    // Every repeat of a metric moved but too few to test: the profile may decide.
+    // Without a metric verdict, explain what is hotter on the candidate.
+    let candidate_worse = worse || !better;
+    let attr = attribute::attribute(
+        &causes,
+        &base.profile,
+        &cand.profile,
+        candidate_worse,
+        &a.attribute,
+    );
+    caveats.extend(attr.caveats);
+    let evidence = cpu_evidence(&attr.attributions);
+    for m in &mut metrics {
+        if let Some(mut d) = m.decision.take() {
+            for ev in &evidence {
+                decision::with_cpu_evidence(&mut d, m, Some(ev));
+            }
+            record(m, d);
+        }
+    }
+    let titles: BTreeMap<String, String> = causes
+        .iter()
+        .map(|c| (c.name.clone(), c.title.clone()))
+        .collect();
+    let (status, headline) = verdict(&VerdictInput {
+        metrics: &metrics,
+        attributions: &attr.attributions,
+        unexplained: &attr.unexplained_functions,
+        titles: &titles,
+        busy: [
+            1.0 - base.profile.idle_share(),
+            1.0 - cand.profile.idle_share(),
+        ],
+    });
+    if (cand.profile.idle_share() - base.profile.idle_share()).abs() > 0.1 {
+        caveats.push(format!(
+            "idle share differs a lot ({} vs {}): shares are of busy time on each side",
+            pct(base.profile.idle_share()),
+            pct(cand.profile.idle_share())
+        ));
+    }
+    Ok(Summary {
+        schema: 1,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        baseline: side_summary(base),
+        candidate: side_summary(cand),
+        verdict: Verdict { status, headline },
+        metrics,
+        functions,
+        config_delta,
+        runtime_delta,
+        attributions: attr.attributions,
+        unexplained_share: attr.unexplained_share,
+        unexplained_functions: attr.unexplained_functions,
+        profile_shift,
+        caveats,
+        warnings,
+        cause_shares: attr.cause_shares,
+        run: None,
+        gate: None,
+        history: vec![],
+    })
+}
+
+/// Puts a metric's decision into the metric: the interval, p and assessment the
+/// tables show are the decision's.
+fn record(m: &mut MetricDelta, d: MetricDecision) {
+    // Worsening back to a relative change of the candidate.
+    let s = match m.better {
+        crate::model::Better::Higher => -1.0,
+        crate::model::Better::Lower => 1.0,
+    };
+    m.p_value = d.p_value;
+    m.change_ci = d.worsening_ci.map(|[lo, hi]| {
+        let (x, y) = (s * lo, s * hi);
+        [x.min(y), x.max(y)]
+    });
+    m.assessment = match d.status {
+        DecisionStatus::Regression => Assessment::Worse,
+        DecisionStatus::Improvement => Assessment::Better,
+        DecisionStatus::Same => Assessment::Same,
+        DecisionStatus::Unknown => Assessment::Unclear,
+    };
+    m.decision = Some(d);
+}
+
+/// The strongest high-confidence attribution each way (more CPU on the candidate,
+/// more on the baseline), for the CPU-evidence rule.
+fn cpu_evidence(attrs: &[Attribution]) -> Vec<CpuEvidence> {
+    let strongest = |more: bool| {
+        attrs
+            .iter()
+            .filter(|a| a.confidence == Confidence::High && (a.explained_share > 0.0) == more)
+            .max_by(|x, y| x.explained_share.abs().total_cmp(&y.explained_share.abs()))
+            .map(|a| CpuEvidence {
+                cause: a.cause.clone(),
+                value: if more {
+                    a.candidate.clone()
+                } else {
+                    a.baseline.clone()
+                },
+                explained: a.explained_share,
+                confidence: a.confidence,
+                p: a.p_value,
+            })
+    };
+    [strongest(true), strongest(false)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// A side with no samples cannot be analysed; one with few is noisy; samples of
+/// other events were left out.
+fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>) -> Result<()> {
+    if c.profile.samples == 0 {
+        bail!(
+            "{}: the profile has no samples{} — was perf record running during the workload?",
+            c.dir.display(),
+            if c.profile.malformed_lines > 0 {
+                format!(
+                    " ({} unreadable lines: is it `perf script` text?)",
+                    c.profile.malformed_lines
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if c.profile.busy_samples() < 500 {
+        caveats.push(format!(
+            "{} has only {} busy samples: small shares are noise (record longer or at a higher frequency)",
+            c.name,
+            c.profile.busy_samples()
+        ));
+    }
+    for (ev, n) in &c.profile.other_events {
+        warnings.push(format!(
+            "{}: ignored {n} samples of event {ev} (analysed: {})",
+            c.name, c.profile.event
+        ));
+    }
+    Ok(())
+}
+
+fn config_delta(base: &Capture, cand: &Capture, caveats: &mut Vec<String>) -> Vec<ConfigChange> {
+    let (Some(b), Some(c)) = (&base.config, &cand.config) else {
+        caveats.push("kernel config missing on one side: config options cannot be blamed".into());
+        return vec![];
+    };
+    if let (Some(ab), Some(ac)) = (b.arch(), c.arch()) {
+        if ab != ac {
+            caveats.push(format!("architectures differ: {ab} vs {ac}: most config and function differences follow from that"));
+        }
+    }
+    kconfig::diff(b, c)
+}
+
+/// The runtime delta, and a caveat for each confounder (kernel version, hardware).
+fn runtime_changes(
+    base: &Capture,
+    cand: &Capture,
+    caveats: &mut Vec<String>,
+) -> Vec<RuntimeChange> {
+    let (Some(b), Some(c)) = (&base.facts, &cand.facts) else {
+        caveats.push("facts.json missing on one side: runtime settings cannot be compared".into());
+        return vec![];
+    };
+    let delta = runtime_delta(b, c);
+    for r in delta.iter().filter(|r| r.kind == KeyKind::Confounder) {
+        let what = match r.key.as_str() {
+            "kernel" => "kernel versions differ",
+            "nr_cpus" => "CPU counts differ",
+            "cpu_model" => "CPU models differ",
+            "memory_gib" => "memory sizes differ",
+            "virtualization" => "virtualization differs",
+            "os" => "distributions differ",
+            "perf_version" => "perf versions differ",
+            _ => continue,
+        };
+        caveats.push(format!("{what}: {} vs {}", r.baseline, r.candidate));
+    }
+    delta
+}
+
+/// Causes: knowledge base first, then the kernel-source mapping and name matches
+/// for options the knowledge base does not cover.
+fn causes(
+    base: &Capture,
+    cand: &Capture,
+    a: &Analyzer,
+    config_delta: &[ConfigChange],
+    runtime_delta: &[RuntimeChange],
+    [sb, sc]: [&SideCounts; 2],
+) -> Result<Vec<Cause>> {
+    let mut causes = cause::build_causes(&a.kb, config_delta, runtime_delta);
+    let mut covered = a.kb.covered_options();
+    if let Some(src) = &a.kernel_src {
+        let wanted: BTreeSet<String> = config_delta
+            .iter()
+            .filter(|c| !covered.contains(&c.option))
+            .map(|c| c.option.clone())
+            .collect();
+        let machine = cand
+            .config
+            .as_ref()
+            .and_then(|c| c.arch())
+            .or_else(|| base.config.as_ref().and_then(|c| c.arch()))
+            .unwrap_or(std::env::consts::ARCH);
+        let map = ksrc::map_options(src, &wanted, ksrc::arch_dir(machine))?;
+        let mapped = cause::source_map_causes(config_delta, &covered, &map, sb, sc);
+        covered.extend(mapped.iter().map(|c| c.name.clone()));
+        causes.extend(mapped);
+    }
+    causes.extend(cause::name_match_causes(config_delta, &covered, sb, sc));
+    Ok(causes)
+}
+
+/// Writes the report of an analysis into a run directory (or `--out`): once.
+pub fn write_report(out: &RunDir, a: &Analyzed, command: &str) -> Result<()> {
+    crate::report::write_all(out, &a.summary, [&a.base.profile, &a.cand.profile], command)
+}
+
+/// `kdelta analyze RUN_DIR`: analyses what the run captured and writes its report.
+/// The metrics are decided at the limits of the run's own playbook.
+pub fn report_run_dir(dir: &Path, setup: &AnalysisSetup, command: &str) -> Result<Summary> {
+    let mut setup = setup.clone();
+    let rd = RunDir::open(dir);
+    if setup.limits.is_none() {
+        let copy = std::fs::read_to_string(rd.playbook()).unwrap_or_default();
+        setup.limits = crate::playbook::gate_limits(&copy);
+    }
+    // An adaptive run looked at its data several times: the same level per look.
+    if let Some(a) = rd.read_run_record().ok().and_then(|r| r.adaptive) {
+        setup.looks = a.looks;
+    }
+    let a = analyze_run_dir(dir, &setup.load()?, None)?;
+    write_report(&RunDir::open(dir), &a, command)?;
+    Ok(a.summary)
+}
+
+/// `kdelta analyze --baseline A --candidate B --out OUT`.
+pub fn report_folders(
+    b: &Path,
+    c: &Path,
+    out: &Path,
+    setup: &AnalysisSetup,
+    command: &str,
+) -> Result<Summary> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let a = analyze_folders(b, c, &setup.load()?)?;
+    write_report(&RunDir::open(out), &a, command)?;
+    Ok(a.summary)
+}

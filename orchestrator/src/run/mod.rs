@@ -1,0 +1,303 @@
+//! `kdelta run` and `kdelta gate`: provision → connect → deploy → facts → workload +
+//! capture → teardown → analyze → report, each phase recorded in `run.json`.
+//!
+//! Invariants:
+//! - teardown runs whatever happened before (error, Ctrl-C, SIGTERM, the whole-run
+//!   timeout, a panic): the pipeline runs inside a `select!` with the signals and
+//!   under `catch_unwind`, and teardown reads only the shared [`Ledger`] that
+//!   provisioning fills *before* it creates anything;
+//! - every remote command is bounded on the host itself;
+//! - hosts on one machine (lab, qemu) are captured one after the other, repeats
+//!   interleaved and counterbalanced (A B B A A B …) so drift and warm-up fall on both;
+//! - the report is rendered once, from the final run.json.
+//!
+//! [`analysis`] is the one way to analyse (also for `kdelta analyze`); it and
+//! [`history`] touch files only.
+
+mod adaptive;
+pub mod analysis;
+pub mod check;
+pub mod gate;
+pub mod history;
+mod pipeline;
+mod repeat;
+pub mod resume;
+mod runlog;
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use futures::FutureExt;
+
+use crate::model::{PhaseStatus, Role, RunRecord};
+use crate::playbook::Plan;
+use crate::progress::Progress;
+use crate::provision::teardown::teardown;
+use crate::provision::{Host, Ledger};
+use crate::rundir::{self, RunDir};
+use analysis::{AnalysisSetup, Analyzed};
+use runlog::{phase, RunLog};
+
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    pub quiet: bool,
+    pub analysis: AnalysisSetup,
+    pub command_line: Vec<String>,
+    /// `kdelta gate`: decide the playbook's rules (and keep history) before the
+    /// report is written.
+    pub gate: Option<gate::GateOptions>,
+    /// `kdelta verify`: only the candidate is provisioned, and measured in turns
+    /// with this item reverted (as the run's `baseline`) and as it was.
+    pub toggle: Option<crate::model::StateToggle>,
+}
+
+pub struct Outcome {
+    pub dir: PathBuf,
+    /// The analysis, when the run got that far; its summary is what the report,
+    /// summary.json and summary.md say.
+    pub analyzed: Option<Analyzed>,
+    pub error: Option<anyhow::Error>,
+    pub interrupted: bool,
+}
+
+/// What every stage of one run shares.
+pub struct RunCtx<'a> {
+    pub plan: &'a Plan,
+    pub rd: &'a RunDir,
+    pub log: &'a RunLog,
+    pub progress: &'a Progress,
+    pub ledger: &'a Mutex<Ledger>,
+    /// Roles captured now: both, or those a resume captures again.
+    pub roles: &'a [Role],
+    /// kdelta's folder on the hosts is `<work>-<role>`.
+    pub work: String,
+    /// See [`RunOptions::toggle`].
+    pub toggle: Option<&'a crate::model::StateToggle>,
+}
+
+impl RunCtx<'_> {
+    pub fn work_of(&self, h: &Host) -> String {
+        format!("{}-{}", self.work, h.role)
+    }
+}
+
+/// The run's work folder prefix. One folder per role: lab hosts share this
+/// machine's filesystem. The random part keeps two runs apart that started in the
+/// same second with the same playbook (from two output folders, or two machines on
+/// one host).
+fn work_folder(rd: &RunDir) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let nonce = h.finish() as u32;
+    let id: String = rd
+        .name()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("/tmp/kdelta-run-{id}-{nonce:08x}")
+}
+
+/// Runs a playbook end to end. Never returns before teardown has run.
+pub async fn run(plan: &Plan, opts: &RunOptions) -> Result<Outcome> {
+    let rd = RunDir::create(&opts.out, &plan.name)?;
+    rundir::write_atomic(&rd.playbook(), plan.text.as_bytes())?;
+    let log = RunLog::new(
+        &rd,
+        RunRecord {
+            tool: "kdelta".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            playbook: plan.file.display().to_string(),
+            command: opts.command_line.clone(),
+            started: rundir::utc_now(),
+            finished: None,
+            status: PhaseStatus::Running,
+            error: None,
+            phases: vec![],
+            resumes: vec![],
+            adaptive: None,
+        },
+    );
+    // A verify run provisions the candidate alone; its two states fill both roles.
+    let roles: &[Role] = if opts.toggle.is_some() {
+        &[Role::Candidate]
+    } else {
+        &Role::ALL
+    };
+    execute(plan, &rd, &log, roles, opts).await
+}
+
+/// `kdelta run --resume DIR`: captures again the roles whose capture did not
+/// finish (their partial files are kept aside), then analyses the run.
+/// `plan` and `rec` come from [`resume::load_for_resume`].
+pub async fn resume(
+    dir: &Path,
+    plan: &Plan,
+    mut rec: RunRecord,
+    opts: &RunOptions,
+) -> Result<Outcome> {
+    let rd = RunDir::open(dir);
+    let todo = resume::prepare(&rd, &mut rec, &opts.command_line)?;
+    let log = RunLog::new(&rd, rec);
+    execute(plan, &rd, &log, &todo, opts).await
+}
+
+/// Provisions, captures `roles`, tears down, analyses: the body of `run` and `resume`.
+async fn execute(
+    plan: &Plan,
+    rd: &RunDir,
+    log: &RunLog,
+    roles: &[Role],
+    opts: &RunOptions,
+) -> Result<Outcome> {
+    let progress = Progress::new(opts.quiet);
+    let ledger = Mutex::new(Ledger::default());
+    let cx = RunCtx {
+        plan,
+        rd,
+        log,
+        progress: &progress,
+        ledger: &ledger,
+        roles,
+        work: work_folder(rd),
+        toggle: opts.toggle.as_ref(),
+    };
+    let (result, interrupted) = guarded(&cx).await?;
+    if let Err(e) = &result {
+        // Whatever ran when the pipeline was dropped did not finish.
+        let status = if interrupted {
+            PhaseStatus::Interrupted
+        } else {
+            PhaseStatus::Failed
+        };
+        log.cut_running(status, &format!("{e:#}"));
+    }
+    if interrupted {
+        progress.println("kdelta: interrupted, tearing down …");
+    }
+    torn_down(&cx).await;
+    let mut outcome = Outcome {
+        dir: rd.root().to_path_buf(),
+        analyzed: None,
+        error: None,
+        interrupted,
+    };
+    match result {
+        Ok(()) => match analyse(&cx, opts).await {
+            Ok(a) => outcome.analyzed = Some(a),
+            Err(e) => outcome.error = Some(e),
+        },
+        Err(e) => {
+            let status = if interrupted {
+                PhaseStatus::Interrupted
+            } else {
+                PhaseStatus::Failed
+            };
+            log.finish(status, Some(format!("{e:#}")));
+            outcome.error = Some(e);
+        }
+    }
+    progress.finish();
+    Ok(outcome)
+}
+
+/// The pipeline under the signals, the whole-run timeout and a panic backstop.
+/// Returns its result and whether a signal ended it.
+async fn guarded(cx: &RunCtx<'_>) -> Result<(Result<()>, bool)> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Both listeners exist from here on, so a signal that arrives while the pipeline
+    // is failing is still seen below.
+    let mut sigint =
+        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+    let limit = cx.plan.timeouts.run;
+    // A panic in the pipeline must not skip teardown: it ends the pipeline as an
+    // error, like any other, and the run is recorded as failed with its message.
+    let pipeline = AssertUnwindSafe(pipeline::pipeline(cx)).catch_unwind();
+    let (mut result, mut interrupted) = tokio::select! {
+        biased;
+        _ = sigint.recv() => (Err(anyhow!("interrupted (Ctrl-C)")), true),
+        _ = sigterm.recv() => (Err(anyhow!("interrupted (SIGTERM)")), true),
+        r = tokio::time::timeout(Duration::from_secs(limit), pipeline) => match r {
+            Ok(Ok(r)) => (r, false),
+            Ok(Err(panic)) => (Err(crate::panics::as_error(panic.as_ref())), false),
+            Err(_) => (Err(anyhow!("the whole run took longer than timeouts.run = {limit}s")), false),
+        },
+    };
+    if result.is_err() && !interrupted {
+        // A Ctrl-C reaches the whole process group: a local child (an `up`, the
+        // workload client) can die of it and fail the pipeline before kdelta's own
+        // signal is read. That failure is the interruption, not a fault of the host.
+        let late = tokio::select! {
+            _ = sigint.recv() => Some("interrupted (Ctrl-C)"),
+            _ = sigterm.recv() => Some("interrupted (SIGTERM)"),
+            _ = tokio::time::sleep(Duration::from_millis(300)) => None,
+        };
+        if let Some(why) = late {
+            result = Err(anyhow!(why));
+            interrupted = true;
+            cx.log.relabel_recent_failures(Duration::from_secs(1));
+        }
+    }
+    Ok((result, interrupted))
+}
+
+/// Teardown: always, bounded, recorded as a phase.
+async fn torn_down(cx: &RunCtx<'_>) {
+    let td = cx.log.begin("teardown", None);
+    let errs =
+        tokio::time::timeout(Duration::from_secs(60), teardown(cx.ledger, cx.progress)).await;
+    let res = match errs {
+        Ok(e) if e.is_empty() => Ok(()),
+        Ok(e) => Err(e.join("; ")),
+        Err(_) => Err("teardown did not finish in 60s".to_string()),
+    };
+    if let Err(e) = &res {
+        cx.progress
+            .println(&format!("kdelta: teardown problems: {e}"));
+    }
+    cx.log.end(td, res);
+}
+
+/// Analysis of what was captured, the gate's decision, then the report from the
+/// final run.json. A panic here is a failed run too.
+async fn analyse(cx: &RunCtx<'_>, opts: &RunOptions) -> Result<Analyzed> {
+    let res = phase(cx.log, "analyze", None, async {
+        cx.progress.step("run", "analysing");
+        let mut setup = opts.analysis.clone();
+        setup.limits.get_or_insert_with(|| cx.plan.gate.clone());
+        if let Some(a) = cx.plan.capture.adaptive {
+            setup.looks = a.looks();
+        }
+        let setup = setup.load()?;
+        let mut a = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            analysis::analyze_run_dir(cx.rd.root(), &setup, None)
+        }))
+        .unwrap_or_else(|p| Err(crate::panics::as_error(p.as_ref())))?;
+        if let Some(g) = &opts.gate {
+            gate::decide_into(&mut a.summary, cx.plan, cx.rd, g)?;
+        }
+        Ok(a)
+    })
+    .await;
+    let mut a = match res {
+        Ok(a) => a,
+        Err(e) => {
+            cx.log.finish(PhaseStatus::Failed, Some(format!("{e:#}")));
+            return Err(e);
+        }
+    };
+    cx.log.finish(PhaseStatus::Ok, None);
+    a.summary.run = Some(cx.log.snapshot());
+    let command = opts.command_line.join(" ");
+    if let Err(e) = analysis::write_report(cx.rd, &a, &command) {
+        cx.log.finish(PhaseStatus::Failed, Some(format!("{e:#}")));
+        return Err(e);
+    }
+    Ok(a)
+}

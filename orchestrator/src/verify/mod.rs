@@ -1,0 +1,262 @@
+//! `kdelta verify RUN_DIR`: prove a cause instead of suspecting it. The candidate of
+//! a finished run is provisioned again and measured in balanced pairs in two states
+//! — the blamed item set back to the baseline's value (recorded as `baseline`), and
+//! as it was (`candidate`) — on the same host, toggled before every repeat, with
+//! the gate's statistics. The share of the original change the revert recovers
+//! ([`recovery`]) says whether the item is the cause, all of it or a part.
+//!
+//! The verify run is an ordinary run directory under `RUN_DIR/verify/` (report,
+//! summary.json) plus `verify.json`. The host is put back as it was at the end,
+//! also when a repeat fails; see [`revert`] for which items can be toggled live.
+
+pub mod recovery;
+pub mod revert;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::gate::decision::ALPHA;
+use crate::model::{DecisionStatus, MetricDelta, StateToggle, Summary};
+use crate::run::gate::{set_repeats, Repeat};
+use crate::run::RunOptions;
+use crate::rundir::{write_json, RunDir};
+use recovery::Recovery;
+
+/// What `kdelta verify` asks for.
+pub struct VerifyRequest {
+    pub run_dir: PathBuf,
+    /// The playbook, when it moved since the run (default: run.json's path).
+    pub playbook: Option<PathBuf>,
+    /// The delta item to revert (default: the top attribution).
+    pub cause: Option<String>,
+    pub repeat: Option<Repeat>,
+    pub max_repeats: Option<u32>,
+}
+
+/// What a revert showed.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Finding {
+    /// Reverting the item recovers the change (its interval reaches 100%).
+    Cause,
+    /// It recovers a significant part, and a significant part remains.
+    Partial,
+    /// Reverting it changes nothing beyond the limit: not the cause.
+    NotCause,
+    /// More pairs would tell.
+    Unknown,
+}
+
+impl Finding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finding::Cause => "cause",
+            Finding::Partial => "partial cause",
+            Finding::NotCause => "not the cause",
+            Finding::Unknown => "unknown",
+        }
+    }
+}
+
+/// verify.json.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VerifyRecord {
+    pub run_dir: String,
+    pub toggle: StateToggle,
+    pub finding: Finding,
+    pub headline: String,
+    pub recoveries: Vec<Recovery>,
+    /// Busy-CPU points the item explains now, and in the original run.
+    pub cpu_points: Option<f64>,
+    pub original_cpu_points: Option<f64>,
+}
+
+/// What a verify run came to.
+pub struct VerifyReport {
+    pub dir: PathBuf,
+    pub record: Option<VerifyRecord>,
+    pub error: Option<anyhow::Error>,
+    pub interrupted: bool,
+}
+
+/// Runs the verification of one item of `req.run_dir`.
+pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyReport> {
+    let dir = &req.run_dir;
+    let hint = format!("kdelta verify {} --playbook PLAYBOOK", dir.display());
+    let (mut plan, _) =
+        crate::run::resume::load_run_plan(dir, req.playbook.as_deref(), "verify", &hint)?;
+    let rd = RunDir::open(dir);
+    let original = read_summary(&rd)?;
+    let (item, baseline, candidate) = choose(&original, req.cause.as_deref())?;
+    let toggle = revert::toggle(&item, &baseline, &candidate)?;
+    set_repeats(&mut plan, req.repeat, req.max_repeats);
+    opts.toggle = Some(toggle.clone());
+    opts.gate = None;
+    let o = crate::run::run(&plan, &opts).await?;
+    let mut report = VerifyReport {
+        dir: o.dir.clone(),
+        record: None,
+        error: o.error,
+        interrupted: o.interrupted,
+    };
+    let Some(a) = o.analyzed.filter(|_| report.error.is_none()) else {
+        return Ok(report);
+    };
+    let rules: Vec<&str> = plan.gate.keys().map(String::as_str).collect();
+    let rec = record(dir, &original, &a.summary, toggle, &rules);
+    write_json(&o.dir.join("verify.json"), &rec)?;
+    report.record = Some(rec);
+    Ok(report)
+}
+
+fn read_summary(rd: &RunDir) -> Result<Summary> {
+    let p = rd.summary_json();
+    let text = std::fs::read_to_string(&p).with_context(|| {
+        format!(
+            "{}: no summary; analyse the run first: kdelta analyze {}",
+            p.display(),
+            rd.root().display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a kdelta summary", p.display()))
+}
+
+/// The item to revert and its two values: `--cause KEY` from the runtime delta, or
+/// the top attribution.
+fn choose(s: &Summary, cause: Option<&str>) -> Result<(String, String, String)> {
+    let Some(key) = cause else {
+        let Some(a) = s.attributions.first() else {
+            bail!("the run attributes nothing to verify; name a delta item with --cause KEY (summary.json's runtime_delta)");
+        };
+        return Ok((a.cause.clone(), a.baseline.clone(), a.candidate.clone()));
+    };
+    if let Some(r) = s.runtime_delta.iter().find(|r| r.key == key) {
+        return Ok((r.key.clone(), r.baseline.clone(), r.candidate.clone()));
+    }
+    if let Some(c) = s.config_delta.iter().find(|c| c.option == key) {
+        return Ok((c.option.clone(), c.baseline.clone(), c.candidate.clone()));
+    }
+    let known: Vec<&str> = s
+        .runtime_delta
+        .iter()
+        .map(|r| r.key.as_str())
+        .take(12)
+        .collect();
+    bail!(
+        "--cause {key}: not in the run's delta; its runtime items are: {}",
+        if known.is_empty() {
+            "(none)".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
+}
+
+/// The metrics that decide: the gate's rules, or every metric.
+fn deciding<'a>(s: &'a Summary, rules: &[&str]) -> impl Iterator<Item = &'a MetricDelta> + 'a {
+    let rules: Vec<String> = rules.iter().map(|r| r.to_string()).collect();
+    s.metrics
+        .iter()
+        .filter(move |m| rules.is_empty() || rules.contains(&m.name))
+}
+
+fn record(
+    dir: &Path,
+    original: &Summary,
+    verify: &Summary,
+    toggle: StateToggle,
+    rules: &[&str],
+) -> VerifyRecord {
+    let recoveries: Vec<Recovery> = deciding(original, rules)
+        .filter_map(|m| {
+            let v = verify.metrics.iter().find(|v| v.name == m.name)?;
+            recovery::recovery(m, v, ALPHA)
+        })
+        .collect();
+    let points = |s: &Summary| {
+        s.attributions
+            .iter()
+            .find(|a| a.cause == toggle.item)
+            .map(|a| a.explained_share * 100.0)
+    };
+    let decisions: Vec<DecisionStatus> = deciding(verify, rules)
+        .filter_map(|m| m.decision.as_ref().map(|d| d.status))
+        .collect();
+    let finding = finding(&recoveries, &decisions);
+    let (now, then) = (points(verify), points(original));
+    let headline = headline(&toggle, finding, &recoveries, now, then);
+    VerifyRecord {
+        run_dir: dir.display().to_string(),
+        toggle,
+        finding,
+        headline,
+        recoveries,
+        cpu_points: now,
+        original_cpu_points: then,
+    }
+}
+
+/// Cause when the revert's own decision is a change and the recovered share's
+/// interval reaches 100%; partial when it stays below; not the cause when the
+/// revert changes nothing beyond the limit (same).
+fn finding(recoveries: &[Recovery], decisions: &[DecisionStatus]) -> Finding {
+    let changed = decisions
+        .iter()
+        .any(|d| matches!(d, DecisionStatus::Regression | DecisionStatus::Improvement));
+    if !changed {
+        return if !decisions.is_empty() && decisions.iter().all(|d| *d == DecisionStatus::Same) {
+            Finding::NotCause
+        } else {
+            Finding::Unknown
+        };
+    }
+    match recoveries.iter().find_map(|r| r.share_ci) {
+        Some([_, hi]) if hi < 1.0 => Finding::Partial,
+        Some(_) => Finding::Cause,
+        None => Finding::Unknown,
+    }
+}
+
+fn headline(
+    t: &StateToggle,
+    f: Finding,
+    recoveries: &[Recovery],
+    points: Option<f64>,
+    original_points: Option<f64>,
+) -> String {
+    use crate::format::pct;
+    let mut s = format!(
+        "{}: reverting {} ({} → {}) on the candidate",
+        f.as_str(),
+        t.item,
+        t.candidate,
+        t.baseline
+    );
+    for r in recoveries {
+        match (r.share, r.share_ci) {
+            (Some(x), Some([lo, hi])) => s.push_str(&format!(
+                " recovers {} of the {} change of {} ({:.0}% interval {} … {})",
+                pct(x),
+                pct(r.original_change),
+                r.metric,
+                r.level * 100.0,
+                pct(lo),
+                pct(hi)
+            )),
+            _ => s.push_str(&format!(
+                " changes {} by {} (the original change, {}, was not significant)",
+                r.metric,
+                pct(r.item_change),
+                pct(r.original_change)
+            )),
+        }
+    }
+    if let (Some(p), Some(o)) = (points, original_points) {
+        s.push_str(&format!(
+            "; busy CPU: it explains {p:.1} points now, {o:.1} in the run"
+        ));
+    }
+    s
+}
