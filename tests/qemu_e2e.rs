@@ -21,10 +21,18 @@ fn qemu_pids() -> Vec<String> {
 
 /// Runs a shipped playbook with one repeat per guest (CI time), one QEMU test at a
 /// time (guests share the CPUs); checks that no QEMU is left and the run finished.
-/// Returns the temp folder (keep it alive), the run directory and its summary.
-fn run_shipped(name: &str) -> (tempfile::TempDir, std::path::PathBuf, serde_json::Value) {
+/// Returns the lock (hold it while the guests' CPUs are needed), the temp folder
+/// (keep it alive), the run directory and its summary.
+fn run_shipped(
+    name: &str,
+) -> (
+    std::sync::MutexGuard<'static, ()>,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    serde_json::Value,
+) {
     assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
-    let _lock = lab_lock();
+    let lock = lab_lock();
     let before = qemu_pids();
     let tmp = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo().join("playbooks").join(name))
@@ -50,12 +58,12 @@ fn run_shipped(name: &str) -> (tempfile::TempDir, std::path::PathBuf, serde_json
     );
     let run = only_run_dir(&out);
     let s = read_json(&run.join("summary.json"));
-    (tmp, run, s)
+    (lock, tmp, run, s)
 }
 
 #[test]
 fn kasan_kernel_is_named_from_two_real_kernels() {
-    let (_tmp, run, s) = run_shipped("qemu-kasan.yaml");
+    let (_lock, _tmp, run, s) = run_shipped("qemu-kasan.yaml");
     // The real config delta: KASAN and what it drags along, from the guests' /proc/config.gz.
     let delta: Vec<&str> = s["config_delta"]
         .as_array()
@@ -89,11 +97,59 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
         );
         assert!(run.join("hosts").join(role).join("console.log").is_file());
     }
+
+    // Prove it: the candidate's kernel rebuilt with CONFIG_KASAN=n (its fragments
+    // still ask for KASAN_GENERIC and KASAN_OUTLINE, which go with it), measured in
+    // pairs against the candidate as it was.
+    let before = qemu_pids();
+    let o = kdelta()
+        .arg("verify")
+        .arg(&run)
+        .args(["--repeat", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        qemu_pids().iter().all(|p| before.contains(p)),
+        "QEMU left running after verify"
+    );
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.starts_with("cause: reverting CONFIG_KASAN (y → n)"),
+        "{stdout}"
+    );
+    let v = only_run_dir(&run.join("verify"));
+    let rec = read_json(&v.join("verify.json"));
+    assert_eq!(rec["how"], "rebuild", "{rec}");
+    let applied: Vec<&str> = rec["applied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(applied.contains(&"CONFIG_KASAN: y → n"), "{applied:?}");
+    assert!(
+        applied
+            .iter()
+            .any(|a| a.starts_with("CONFIG_KASAN_GENERIC")),
+        "the dependents dragged along are recorded: {applied:?}"
+    );
+    let share = rec["recoveries"][0]["share"].as_f64().unwrap();
+    assert!(share > 0.6, "{rec}");
+    let hosts = read_json(&v.join("hosts.json"));
+    assert!(
+        hosts["hosts"][0]["label"]
+            .as_str()
+            .unwrap()
+            .contains("CONFIG_KASAN reverted"),
+        "{hosts}"
+    );
 }
 
 #[test]
 fn preempt_rt_package_is_named_from_two_debian_kernels() {
-    let (_tmp, run, s) = run_shipped("qemu-rt.yaml");
+    let (_lock, _tmp, run, s) = run_shipped("qemu-rt.yaml");
     // The real delta of Debian's generic and RT 6.1 configs (38 options in the
     // fixtures of the same release), read from /boot/config-* inside the guests.
     let n = s["config_delta"].as_array().unwrap().len();

@@ -143,15 +143,18 @@ enum Cmd {
         format: Format,
     },
     /// Prove a cause: provision the run's candidate again and measure it in balanced
-    /// pairs with the blamed item reverted (set to the baseline's value) and as it was,
-    /// toggled on the same host; report the share of the change the revert recovers.
+    /// pairs with the blamed item reverted (set to the baseline's value) and as it was
+    /// — a runtime item toggled on the same host, a config option or boot parameter of
+    /// a qemu host as a second guest with the kernel rebuilt or the command line
+    /// edited; report the share of the change the revert recovers.
     /// Exit 0: the item is the cause (or a significant part of it); 1: reverting it
     /// changes nothing beyond the limit; 2: more pairs would tell; 3: the run failed.
     Verify {
         /// The run directory of the run whose cause to verify.
         run_dir: PathBuf,
-        /// The delta item to revert (a runtime_delta key such as netfilter.nft_rules or
-        /// sysctl.net.core.busy_poll); default: the top attribution.
+        /// The delta item to revert (a runtime_delta key such as netfilter.nft_rules,
+        /// sysctl.net.core.busy_poll or cmdline.slub_debug, or a config option such as
+        /// CONFIG_KASAN); default: the top attribution.
         #[arg(long, value_name = "KEY")]
         cause: Option<String>,
         /// The playbook the run used, if it is no longer where run.json says.

@@ -152,6 +152,7 @@ impl Validator<'_> {
             base,
             fragments,
             options,
+            check: ApplyCheck::All,
         })
     }
 

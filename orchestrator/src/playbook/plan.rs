@@ -137,11 +137,26 @@ pub enum KernelSpec {
         base: String,
         fragments: Vec<PathBuf>,
         options: BTreeMap<String, String>,
+        /// Which requested options must survive `olddefconfig`.
+        check: ApplyCheck,
     },
     /// A kernel image booted as is.
     Image { path: PathBuf },
     /// A Debian kernel image package, resolved and downloaded at run time.
     Package { name: String },
+}
+
+/// Which requested options a source build insists on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyCheck {
+    /// Every option of the fragments and the inline list (a playbook's kernel: a lost
+    /// option means the playbook does not build what it says).
+    All,
+    /// The inline options only: `kdelta verify` flips one option on top of the
+    /// candidate's fragments, and the fragments' options that depend on it may go
+    /// with it (KASAN off drags KASAN_GENERIC off); the real applied delta is
+    /// recorded from the two final configs instead.
+    InlineOnly,
 }
 
 #[derive(Clone, Debug)]

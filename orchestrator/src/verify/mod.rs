@@ -5,10 +5,16 @@
 //! the gate's statistics. The share of the original change the revert recovers
 //! ([`recovery`]) says whether the item is the cause, all of it or a part.
 //!
+//! Runtime items are toggled on the live host ([`revert`]); a config option or a
+//! boot parameter needs another kernel or another boot, so the counterfactual is a
+//! second host, the candidate's spec with the item set back ([`rebuild`]), measured
+//! in pairs against the candidate as it was.
+//!
 //! The verify run is an ordinary run directory under `RUN_DIR/verify/` (report,
 //! summary.json) plus `verify.json`. The host is put back as it was at the end,
-//! also when a repeat fails; see [`revert`] for which items can be toggled live.
+//! also when a repeat fails.
 
+pub mod rebuild;
 pub mod recovery;
 pub mod revert;
 
@@ -22,6 +28,7 @@ use crate::model::{DecisionStatus, MetricDelta, StateToggle, Summary};
 use crate::run::gate::{set_repeats, Repeat};
 use crate::run::RunOptions;
 use crate::rundir::{write_json, RunDir};
+pub use rebuild::How;
 use recovery::Recovery;
 
 /// What `kdelta verify` asks for.
@@ -64,7 +71,19 @@ impl Finding {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VerifyRecord {
     pub run_dir: String,
-    pub toggle: StateToggle,
+    /// The item reverted and its two values.
+    pub item: String,
+    pub baseline: String,
+    pub candidate: String,
+    pub how: How,
+    /// The commands of a live toggle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub toggle: Option<StateToggle>,
+    /// What really differed between the reverted host and the candidate, from the
+    /// verify run's own capture (`CONFIG_X: y → n`, `cmdline.k: v → (absent)`): Kconfig
+    /// drags dependents along with an option, so this can be more than the item.
+    #[serde(default)]
+    pub applied: Vec<String>,
     pub finding: Finding,
     pub headline: String,
     pub recoveries: Vec<Recovery>,
@@ -90,9 +109,26 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
     let rd = RunDir::open(dir);
     let original = read_summary(&rd)?;
     let (item, baseline, candidate) = choose(&original, req.cause.as_deref())?;
-    let toggle = revert::toggle(&item, &baseline, &candidate)?;
+    let what = Reverted {
+        item: item.clone(),
+        baseline: baseline.clone(),
+        candidate: candidate.clone(),
+        how: How::Live,
+        toggle: None,
+    };
+    let what = if item.starts_with("CONFIG_") || item.starts_with("cmdline.") {
+        let (host, how) = rebuild::reverted_host(&item, &baseline, &candidate, &plan.candidate)?;
+        plan.baseline = host;
+        Reverted { how, ..what }
+    } else {
+        let t = revert::toggle(&item, &baseline, &candidate)?;
+        opts.toggle = Some(t.clone());
+        Reverted {
+            toggle: Some(t),
+            ..what
+        }
+    };
     set_repeats(&mut plan, req.repeat, req.max_repeats);
-    opts.toggle = Some(toggle.clone());
     opts.gate = None;
     let o = crate::run::run(&plan, &opts).await?;
     let mut report = VerifyReport {
@@ -105,7 +141,7 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
         return Ok(report);
     };
     let rules: Vec<&str> = plan.gate.keys().map(String::as_str).collect();
-    let rec = record(dir, &original, &a.summary, toggle, &rules);
+    let rec = record(dir, &original, &a.summary, what, &rules);
     write_json(&o.dir.join("verify.json"), &rec)?;
     report.record = Some(rec);
     Ok(report)
@@ -138,19 +174,20 @@ fn choose(s: &Summary, cause: Option<&str>) -> Result<(String, String, String)> 
     if let Some(c) = s.config_delta.iter().find(|c| c.option == key) {
         return Ok((c.option.clone(), c.baseline.clone(), c.candidate.clone()));
     }
-    let known: Vec<&str> = s
-        .runtime_delta
-        .iter()
-        .map(|r| r.key.as_str())
-        .take(12)
-        .collect();
-    bail!(
-        "--cause {key}: not in the run's delta; its runtime items are: {}",
-        if known.is_empty() {
+    let list = |keys: Vec<&str>| {
+        if keys.is_empty() {
             "(none)".to_string()
         } else {
-            known.join(", ")
+            keys.join(", ")
         }
+    };
+    let runtime = s.runtime_delta.iter().map(|r| r.key.as_str()).take(12);
+    let config = s.config_delta.iter().map(|c| c.option.as_str()).take(8);
+    bail!(
+        "--cause {key}: not in the run's delta; its runtime items are: {}; its config options: {}{}",
+        list(runtime.collect()),
+        list(config.collect()),
+        if s.config_delta.len() > 8 { " …" } else { "" }
     )
 }
 
@@ -162,11 +199,34 @@ fn deciding<'a>(s: &'a Summary, rules: &[&str]) -> impl Iterator<Item = &'a Metr
         .filter(move |m| rules.is_empty() || rules.contains(&m.name))
 }
 
+/// The item, its values and how it was set back.
+struct Reverted {
+    item: String,
+    baseline: String,
+    candidate: String,
+    how: How,
+    toggle: Option<StateToggle>,
+}
+
+/// The delta the verify run itself measured between its two hosts, candidate value
+/// first (the direction of the revert).
+fn applied(verify: &Summary) -> Vec<String> {
+    let config = verify
+        .config_delta
+        .iter()
+        .map(|c| format!("{}: {} → {}", c.option, c.candidate, c.baseline));
+    let runtime = verify
+        .runtime_delta
+        .iter()
+        .map(|r| format!("{}: {} → {}", r.key, r.candidate, r.baseline));
+    config.chain(runtime).collect()
+}
+
 fn record(
     dir: &Path,
     original: &Summary,
     verify: &Summary,
-    toggle: StateToggle,
+    what: Reverted,
     rules: &[&str],
 ) -> VerifyRecord {
     let recoveries: Vec<Recovery> = deciding(original, rules)
@@ -178,7 +238,7 @@ fn record(
     let points = |s: &Summary| {
         s.attributions
             .iter()
-            .find(|a| a.cause == toggle.item)
+            .find(|a| a.cause == what.item)
             .map(|a| a.explained_share * 100.0)
     };
     let decisions: Vec<DecisionStatus> = deciding(verify, rules)
@@ -186,10 +246,25 @@ fn record(
         .collect();
     let finding = finding(&recoveries, &decisions);
     let (now, then) = (points(verify), points(original));
-    let headline = headline(&toggle, finding, &recoveries, now, then);
+    let applied = applied(verify);
+    let mut headline = headline(&what, finding, &recoveries, now, then);
+    // Runtime values that follow from the kernel (memory-scaled sysctls) are in
+    // `applied` too, but only options are what Kconfig dragged along.
+    let options = verify.config_delta.len();
+    if what.how == How::Rebuild && options > 1 {
+        headline.push_str(&format!(
+            "; Kconfig changed {} more option(s) with it (verify.json: applied)",
+            options - 1
+        ));
+    }
     VerifyRecord {
         run_dir: dir.display().to_string(),
-        toggle,
+        applied,
+        item: what.item,
+        baseline: what.baseline,
+        candidate: what.candidate,
+        how: what.how,
+        toggle: what.toggle,
         finding,
         headline,
         recoveries,
@@ -220,7 +295,7 @@ fn finding(recoveries: &[Recovery], decisions: &[DecisionStatus]) -> Finding {
 }
 
 fn headline(
-    t: &StateToggle,
+    t: &Reverted,
     f: Finding,
     recoveries: &[Recovery],
     points: Option<f64>,
@@ -235,15 +310,21 @@ fn headline(
         t.baseline
     );
     for r in recoveries {
+        let borrowed = r.original_noise == recovery::Noise::Borrowed;
         match (r.share, r.share_ci) {
             (Some(x), Some([lo, hi])) => s.push_str(&format!(
-                " recovers {} of the {} change of {} ({:.0}% interval {} … {})",
+                " recovers {} of the {} change of {} ({:.0}% interval {} … {}{})",
                 pct(x),
                 pct(r.original_change),
                 r.metric,
                 r.level * 100.0,
                 pct(lo),
-                pct(hi)
+                pct(hi),
+                if borrowed {
+                    "; the run had one repeat per side, its noise is the verify run's"
+                } else {
+                    ""
+                }
             )),
             _ => s.push_str(&format!(
                 " changes {} by {} (the original change, {}, was not significant)",

@@ -11,7 +11,7 @@ use crate::exec::shell::quote;
 use crate::model::{CauseKind, StateToggle};
 
 /// What `(absent)` reads as in a runtime delta.
-const ABSENT: &str = "(absent)";
+pub(crate) const ABSENT: &str = "(absent)";
 
 /// The toggle of `item`, whose baseline and candidate values the delta recorded.
 pub fn toggle(item: &str, baseline: &str, candidate: &str) -> Result<StateToggle> {
@@ -30,10 +30,10 @@ pub fn toggle(item: &str, baseline: &str, candidate: &str) -> Result<StateToggle
     };
     match kind {
         CauseKind::Kconfig => bail!(
-            "{item} is a kernel config option: reverting it needs another kernel build, which `kdelta verify` does not do yet; verify a runtime item (sysctl, netfilter, nic, thp) with --cause KEY"
+            "{item} is a kernel config option: it cannot be set on a live host; it needs another kernel (verify::rebuild)"
         ),
         CauseKind::Cmdline => bail!(
-            "{item} is a boot parameter: reverting it needs a reboot, which `kdelta verify` does not do yet; A/B the parameter with a qemu host's `cmdline:` instead"
+            "{item} is a boot parameter: it cannot be set on a live host; it needs a reboot (verify::rebuild)"
         ),
         CauseKind::Sysctl | CauseKind::Runtime => {}
     }
@@ -134,7 +134,7 @@ mod tests {
         let t = toggle("nic.veth0.mtu", "1500", "9000").unwrap();
         assert_eq!(t.restore, "ip link set dev veth0 mtu 9000");
         for (item, says) in [
-            ("CONFIG_KASAN", "kernel build"),
+            ("CONFIG_KASAN", "another kernel"),
             ("cmdline.init_on_free", "reboot"),
             ("nic.eth0.qdisc", "does not know"),
             ("sysctl.net.core.busy_poll", "one host only"),

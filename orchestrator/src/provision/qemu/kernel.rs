@@ -14,7 +14,7 @@ use crate::exec::shell::quote;
 use crate::format::fingerprint;
 use crate::kconfig::KernelConfig;
 use crate::model::Role;
-use crate::playbook::{KernelSpec, QemuSpec, SourceTree};
+use crate::playbook::{ApplyCheck, KernelSpec, QemuSpec, SourceTree};
 use crate::progress::Progress;
 
 /// The virtio network driver and what it needs, in load order (Debian's generic and
@@ -340,12 +340,14 @@ pub async fn prepare_kernel(
             base,
             fragments,
             options,
+            check,
         } => {
             let b = SourceBuild {
                 role,
                 base,
                 fragments,
                 options,
+                check: *check,
                 log,
                 progress,
             };
@@ -360,6 +362,7 @@ struct SourceBuild<'a> {
     base: &'a str,
     fragments: &'a [PathBuf],
     options: &'a BTreeMap<String, String>,
+    check: ApplyCheck,
     log: &'a Path,
     progress: &'a Progress,
 }
@@ -485,7 +488,11 @@ impl SourceBuild<'_> {
     /// Every requested option must have survived olddefconfig.
     fn check_applied(&self, final_text: &str, version: &str) -> Result<()> {
         let fin = KernelConfig::parse(final_text);
-        let requested = requested_options(self.fragments, self.options)?;
+        let fragments = match self.check {
+            ApplyCheck::All => self.fragments,
+            ApplyCheck::InlineOnly => &[],
+        };
+        let requested = requested_options(fragments, self.options)?;
         let lost = lost_options(&requested, &fin);
         if lost.is_empty() {
             return Ok(());

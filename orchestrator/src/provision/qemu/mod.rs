@@ -233,6 +233,7 @@ pub fn preflight(q: &QemuSpec, role: Role) -> Result<String> {
             base,
             fragments,
             options,
+            ..
         } => {
             if let SourceTree::DebianPackage(name) = source {
                 if !Path::new(&format!("/usr/src/{name}.tar.xz")).is_file() {
