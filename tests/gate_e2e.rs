@@ -147,20 +147,22 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
     let out = tmp.path().join("slow");
     let junit_path = tmp.path().join("ci/junit.xml");
     std::fs::create_dir_all(junit_path.parent().unwrap()).unwrap();
-    let o = kdelta()
-        .arg("gate")
-        .arg(&pb)
-        .args(["--repeat", "3", "--out"])
-        .arg(&out)
-        .arg("--junit")
-        .arg(&junit_path)
-        .arg("--history")
-        .arg(&history)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    let Said {
+        code,
+        stdout,
+        stderr,
+    } = said(
+        kdelta()
+            .arg("gate")
+            .arg(&pb)
+            .args(["--repeat", "3", "--out"])
+            .arg(&out)
+            .arg("--junit")
+            .arg(&junit_path)
+            .arg("--history")
+            .arg(&history),
+    );
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("regression: throughput"), "{stdout}");
     assert!(stdout.contains("netfilter.nft_rules"), "{stdout}");
     validate_junit(&junit_path);

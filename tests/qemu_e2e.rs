@@ -19,12 +19,15 @@ fn qemu_pids() -> Vec<String> {
         .collect()
 }
 
-/// Runs a shipped playbook with one repeat per guest (CI time), one QEMU test at a
-/// time (guests share the CPUs); checks that no QEMU is left and the run finished.
+/// Runs a shipped playbook with `repeat` repeats per guest (one where CI time
+/// matters more than the verdict's margin; two where `verify` and `bisect` follow,
+/// whose shares need the original's own noise), one QEMU test at a time (guests
+/// share the CPUs); checks that no QEMU is left and the run finished.
 /// Returns the lock (hold it while the guests' CPUs are needed), the temp folder
 /// (keep it alive), the run directory and its summary.
 fn run_shipped(
     name: &str,
+    repeat: u32,
 ) -> (
     std::sync::MutexGuard<'static, ()>,
     tempfile::TempDir,
@@ -37,7 +40,7 @@ fn run_shipped(
     let tmp = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo().join("playbooks").join(name))
         .unwrap()
-        .replace("repeat: 2", "repeat: 1");
+        .replace("repeat: 2", &format!("repeat: {repeat}"));
     let pb = tmp.path().join(name);
     std::fs::write(&pb, text).unwrap();
     // Fragments are relative to the playbook.
@@ -63,7 +66,7 @@ fn run_shipped(
 
 #[test]
 fn kasan_kernel_is_named_from_two_real_kernels() {
-    let (_lock, _tmp, run, s) = run_shipped("qemu-kasan.yaml");
+    let (_lock, _tmp, run, s) = run_shipped("qemu-kasan.yaml", 2);
     // The real config delta: KASAN and what it drags along, from the guests' /proc/config.gz.
     let delta: Vec<&str> = s["config_delta"]
         .as_array()
@@ -102,19 +105,16 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
     // still ask for KASAN_GENERIC and KASAN_OUTLINE, which go with it), measured in
     // pairs against the candidate as it was.
     let before = qemu_pids();
-    let o = kdelta()
-        .arg("verify")
-        .arg(&run)
-        .args(["--repeat", "2"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    let Said {
+        code,
+        stdout,
+        stderr,
+    } = said(kdelta().arg("verify").arg(&run).args(["--repeat", "2"]));
     assert!(
         qemu_pids().iter().all(|p| before.contains(p)),
         "QEMU left running after verify"
     );
-    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(
         stdout.starts_with("cause: reverting CONFIG_KASAN (y → n)"),
         "{stdout}"
@@ -145,11 +145,45 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
             .contains("CONFIG_KASAN reverted"),
         "{hosts}"
     );
+
+    // Bisect as if attribution had said nothing: the first halving step reverts the
+    // first four of the nine options, KASAN among them, and recovers the change; a
+    // budget of one step stops it there, to be continued by the same command.
+    let Said {
+        code,
+        stdout,
+        stderr,
+    } = said(kdelta().arg("bisect").arg(&run).args([
+        "--no-suspects",
+        "--repeat",
+        "2",
+        "--max-steps",
+        "1",
+    ]));
+    assert_eq!(code, Some(2), "{stdout}\n{stderr}");
+    assert!(stdout.contains("not finished"), "{stdout}");
+    assert!(
+        qemu_pids().iter().all(|p| before.contains(p)),
+        "QEMU left running after bisect"
+    );
+    let b = read_json(&run.join("bisect/bisect.json"));
+    let steps = b["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{b}");
+    assert_eq!(steps[0]["outcome"], "all", "{b}");
+    assert!(
+        steps[0]["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "CONFIG_KASAN: y → n"),
+        "{b}"
+    );
+    assert!(run.join("bisect/bisect.md").is_file());
 }
 
 #[test]
 fn preempt_rt_package_is_named_from_two_debian_kernels() {
-    let (_lock, _tmp, run, s) = run_shipped("qemu-rt.yaml");
+    let (_lock, _tmp, run, s) = run_shipped("qemu-rt.yaml", 1);
     // The real delta of Debian's generic and RT 6.1 configs (38 options in the
     // fixtures of the same release), read from /boot/config-* inside the guests.
     let n = s["config_delta"].as_array().unwrap().len();

@@ -54,6 +54,28 @@ pub struct Cli {
     cmd: Cmd,
 }
 
+/// How many pairs to measure (`gate`, `verify`, each `bisect` step).
+#[derive(Args, Debug)]
+struct RepeatArgs {
+    /// Repeats per host, instead of the playbook's `capture.repeat`; `auto` adds
+    /// pairs while a rule is undecided (from 2, up to --max-repeats).
+    #[arg(long, value_name = "N|auto")]
+    repeat: Option<crate::run::gate::Repeat>,
+    /// With `--repeat auto` (or `capture.repeat: auto`): at most N pairs (default 10).
+    #[arg(long, value_name = "N")]
+    max_repeats: Option<u32>,
+}
+
+/// A finished run to work on again (`verify`, `bisect`).
+#[derive(Args, Debug)]
+struct PastRun {
+    /// The run directory.
+    run_dir: PathBuf,
+    /// The playbook the run used, if it is no longer where run.json says.
+    #[arg(long, value_name = "FILE")]
+    playbook: Option<PathBuf>,
+}
+
 /// What the analysis reads besides the captures.
 #[derive(Args, Debug)]
 struct AnalysisArgs {
@@ -107,13 +129,8 @@ enum Cmd {
         /// Folder for the run directory.
         #[arg(long, default_value = "reports")]
         out: PathBuf,
-        /// Repeats per host, instead of the playbook's `capture.repeat`; `auto` adds
-        /// pairs while a rule is undecided (from 2, up to --max-repeats).
-        #[arg(long, value_name = "N|auto")]
-        repeat: Option<crate::run::gate::Repeat>,
-        /// With `--repeat auto` (or `capture.repeat: auto`): at most N pairs (default 10).
-        #[arg(long, value_name = "N")]
-        max_repeats: Option<u32>,
+        #[command(flatten)]
+        repeats: RepeatArgs,
         /// Where to write the JUnit XML (default: RUN_DIR/junit.xml).
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
@@ -150,22 +167,39 @@ enum Cmd {
     /// Exit 0: the item is the cause (or a significant part of it); 1: reverting it
     /// changes nothing beyond the limit; 2: more pairs would tell; 3: the run failed.
     Verify {
-        /// The run directory of the run whose cause to verify.
-        run_dir: PathBuf,
+        #[command(flatten)]
+        past: PastRun,
         /// The delta item to revert (a runtime_delta key such as netfilter.nft_rules,
         /// sysctl.net.core.busy_poll or cmdline.slub_debug, or a config option such as
         /// CONFIG_KASAN); default: the top attribution.
         #[arg(long, value_name = "KEY")]
         cause: Option<String>,
-        /// The playbook the run used, if it is no longer where run.json says.
-        #[arg(long, value_name = "FILE")]
-        playbook: Option<PathBuf>,
-        /// Pairs, or `auto` (from 2 up to --max-repeats while undecided).
-        #[arg(long, value_name = "N|auto")]
-        repeat: Option<crate::run::gate::Repeat>,
-        #[arg(long, value_name = "N")]
-        max_repeats: Option<u32>,
+        #[command(flatten)]
+        repeats: RepeatArgs,
         /// Folder for the verify run directory (default: RUN_DIR/verify).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        analysis: AnalysisArgs,
+    },
+    /// Find which config options and boot parameters of a run's delta reproduce its
+    /// change: attribution's suspects reverted alone first, then halving, each step
+    /// measured as `verify` measures one item (qemu candidates). Resumable: run it
+    /// again to continue. Exit 0: found and verified alone; 2: stopped undecided or
+    /// out of steps; 3: a step failed.
+    Bisect {
+        #[command(flatten)]
+        past: PastRun,
+        /// Pairs per step (see `gate --repeat`).
+        #[command(flatten)]
+        repeats: RepeatArgs,
+        /// Steps to measure in this invocation, at most.
+        #[arg(long, value_name = "N", default_value_t = 10)]
+        max_steps: usize,
+        /// Halve from the start instead of trying attribution's suspects alone first.
+        #[arg(long)]
+        no_suspects: bool,
+        /// Folder for bisect.json, bisect.md and the steps (default: RUN_DIR/bisect).
         #[arg(long)]
         out: Option<PathBuf>,
         #[command(flatten)]
@@ -278,8 +312,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             playbook,
             resume,
             out: dir,
-            repeat,
-            max_repeats,
+            repeats,
             junit,
             history,
             analysis,
@@ -287,8 +320,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             let req = GateRequest {
                 playbook,
                 resume,
-                repeat,
-                max_repeats,
+                repeat: repeats.repeat,
+                max_repeats: repeats.max_repeats,
                 junit,
             };
             gate(req, opts(dir, analysis, Some(GateOptions { history }))).await
@@ -332,23 +365,40 @@ async fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Lab { cmd } => lab_cmd(cmd).await,
         Cmd::Verify {
-            run_dir,
+            past,
             cause,
-            playbook,
-            repeat,
-            max_repeats,
+            repeats,
             out: dir,
             analysis,
         } => {
-            let dir = dir.unwrap_or_else(|| run_dir.join("verify"));
+            let dir = dir.unwrap_or_else(|| past.run_dir.join("verify"));
             let req = crate::verify::VerifyRequest {
-                run_dir,
-                playbook,
+                run_dir: past.run_dir,
+                playbook: past.playbook,
                 cause,
-                repeat,
-                max_repeats,
+                repeat: repeats.repeat,
+                max_repeats: repeats.max_repeats,
             };
             verify(req, opts(dir, analysis, None)).await
+        }
+        Cmd::Bisect {
+            past,
+            repeats,
+            max_steps,
+            no_suspects,
+            out: dir,
+            analysis,
+        } => {
+            let dir = dir.unwrap_or_else(|| past.run_dir.join("bisect"));
+            let req = crate::verify::bisect::BisectRequest {
+                run_dir: past.run_dir,
+                playbook: past.playbook,
+                repeat: repeats.repeat,
+                max_repeats: repeats.max_repeats,
+                max_steps,
+                no_suspects,
+            };
+            bisect(req, opts(dir, analysis, None)).await
         }
     }
 }
@@ -373,6 +423,46 @@ async fn verify(req: crate::verify::VerifyRequest, opts: RunOptions) -> Result<i
         Finding::NotCause => exit_codes::REGRESSION,
         Finding::Unknown => exit_codes::INCONCLUSIVE,
     })
+}
+
+async fn bisect(req: crate::verify::bisect::BisectRequest, opts: RunOptions) -> Result<i32> {
+    use crate::verify::bisect::{conclusion, BisectEnd, BisectResult};
+    let folder = opts.out.clone();
+    let end =
+        crate::verify::bisect::bisect(&req, opts, |l| err_line(&format!("kdelta: {l}"))).await?;
+    let code = match end {
+        BisectEnd::Done(rec) => {
+            out(conclusion(&rec))?;
+            match rec.result {
+                Some(BisectResult::Found { .. }) => exit_codes::PASS,
+                _ => exit_codes::INCONCLUSIVE,
+            }
+        }
+        BisectEnd::Budget(rec) => {
+            out(conclusion(&rec))?;
+            exit_codes::INCONCLUSIVE
+        }
+        BisectEnd::Failed {
+            record,
+            error,
+            interrupted,
+            dir,
+        } => {
+            let o = Outcome {
+                dir,
+                analyzed: None,
+                error: Some(error),
+                interrupted,
+            };
+            let how = format!(
+                "{} step(s) kept; run the same `kdelta bisect` again to continue",
+                record.steps.len()
+            );
+            return Ok(run_failed(&o, &how));
+        }
+    };
+    out(format!("steps: {}", folder.join("bisect.md").display()))?;
+    Ok(code)
 }
 
 /// The exit code of a run that did not get to a verdict, after saying why.

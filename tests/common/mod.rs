@@ -16,6 +16,23 @@ pub fn kdelta() -> Command {
     Command::new(env!("CARGO_BIN_EXE_kdelta"))
 }
 
+/// What a finished command said: its exit code, stdout and stderr as text.
+pub struct Said {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `c` to the end; panics only if it cannot start (a test's own fault).
+pub fn said(c: &mut Command) -> Said {
+    let o = c.output().expect("the command starts");
+    Said {
+        code: o.status.code(),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
 /// `kdelta run PLAYBOOK --out OUT`, to run, spawn or give more arguments.
 pub fn kdelta_run(playbook: &Path, out: &Path) -> Command {
     let mut c = kdelta();

@@ -157,6 +157,10 @@ pub enum ApplyCheck {
     /// with it (KASAN off drags KASAN_GENERIC off); the real applied delta is
     /// recorded from the two final configs instead.
     InlineOnly,
+    /// None: a `kdelta bisect` step reverts a set of options, and Kconfig taking
+    /// some back (an option selected by another of the candidate's) is one of the
+    /// step's outcomes, read from the guests' configs, not an error.
+    Nothing,
 }
 
 #[derive(Clone, Debug)]

@@ -14,9 +14,11 @@
 //! summary.json) plus `verify.json`. The host is put back as it was at the end,
 //! also when a repeat fails.
 
+pub mod bisect;
 pub mod rebuild;
 pub mod recovery;
 pub mod revert;
+pub mod search;
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::gate::decision::ALPHA;
 use crate::model::{DecisionStatus, MetricDelta, StateToggle, Summary};
+use crate::playbook::{ApplyCheck, Plan};
 use crate::run::gate::{set_repeats, Repeat};
 use crate::run::RunOptions;
 use crate::rundir::{write_json, RunDir};
@@ -68,13 +71,26 @@ impl Finding {
 }
 
 /// verify.json.
+/// A delta item and its two values.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Item {
+    pub key: String,
+    pub baseline: String,
+    pub candidate: String,
+}
+
+impl Item {
+    /// `CONFIG_KASAN (y → n)`: the item and the direction of its revert.
+    pub fn show(&self) -> String {
+        format!("{} ({} → {})", self.key, self.candidate, self.baseline)
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VerifyRecord {
     pub run_dir: String,
-    /// The item reverted and its two values.
-    pub item: String,
-    pub baseline: String,
-    pub candidate: String,
+    /// The items reverted together (one for `kdelta verify`, a set for a bisect step).
+    pub items: Vec<Item>,
     pub how: How,
     /// The commands of a live toggle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,31 +122,50 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
     let hint = format!("kdelta verify {} --playbook PLAYBOOK", dir.display());
     let (mut plan, _) =
         crate::run::resume::load_run_plan(dir, req.playbook.as_deref(), "verify", &hint)?;
-    let rd = RunDir::open(dir);
-    let original = read_summary(&rd)?;
-    let (item, baseline, candidate) = choose(&original, req.cause.as_deref())?;
-    let what = Reverted {
-        item: item.clone(),
-        baseline: baseline.clone(),
-        candidate: candidate.clone(),
-        how: How::Live,
-        toggle: None,
-    };
-    let what = if item.starts_with("CONFIG_") || item.starts_with("cmdline.") {
-        let (host, how) = rebuild::reverted_host(&item, &baseline, &candidate, &plan.candidate)?;
+    let original = read_summary(&RunDir::open(dir))?;
+    let item = choose(&original, req.cause.as_deref())?;
+    set_repeats(&mut plan, req.repeat, req.max_repeats);
+    let what = if needs_new_host(&item.key) {
+        let (host, how) = rebuild::reverted_host(
+            std::slice::from_ref(&item),
+            &plan.candidate,
+            ApplyCheck::InlineOnly,
+        )?;
         plan.baseline = host;
-        Reverted { how, ..what }
+        Reverted {
+            items: vec![item],
+            how,
+            toggle: None,
+        }
     } else {
-        let t = revert::toggle(&item, &baseline, &candidate)?;
+        let t = revert::toggle(&item.key, &item.baseline, &item.candidate)?;
         opts.toggle = Some(t.clone());
         Reverted {
+            items: vec![item],
+            how: How::Live,
             toggle: Some(t),
-            ..what
         }
     };
-    set_repeats(&mut plan, req.repeat, req.max_repeats);
+    measure(dir, &plan, &original, what, &opts).await
+}
+
+/// A config option or a boot parameter: it takes another kernel or another boot.
+pub fn needs_new_host(key: &str) -> bool {
+    key.starts_with("CONFIG_") || key.starts_with("cmdline.")
+}
+
+/// Runs `plan` (its baseline the reverted candidate, or `opts.toggle` set) and
+/// compares what it measured with the original run `dir`.
+pub async fn measure(
+    dir: &Path,
+    plan: &Plan,
+    original: &Summary,
+    what: Reverted,
+    opts: &RunOptions,
+) -> Result<VerifyReport> {
+    let mut opts = opts.clone();
     opts.gate = None;
-    let o = crate::run::run(&plan, &opts).await?;
+    let o = crate::run::run(plan, &opts).await?;
     let mut report = VerifyReport {
         dir: o.dir.clone(),
         record: None,
@@ -141,13 +176,13 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
         return Ok(report);
     };
     let rules: Vec<&str> = plan.gate.keys().map(String::as_str).collect();
-    let rec = record(dir, &original, &a.summary, what, &rules);
+    let rec = record(dir, original, &a.summary, what, &rules);
     write_json(&o.dir.join("verify.json"), &rec)?;
     report.record = Some(rec);
     Ok(report)
 }
 
-fn read_summary(rd: &RunDir) -> Result<Summary> {
+pub(crate) fn read_summary(rd: &RunDir) -> Result<Summary> {
     let p = rd.summary_json();
     let text = std::fs::read_to_string(&p).with_context(|| {
         format!(
@@ -161,18 +196,23 @@ fn read_summary(rd: &RunDir) -> Result<Summary> {
 
 /// The item to revert and its two values: `--cause KEY` from the runtime delta, or
 /// the top attribution.
-fn choose(s: &Summary, cause: Option<&str>) -> Result<(String, String, String)> {
+fn choose(s: &Summary, cause: Option<&str>) -> Result<Item> {
+    let item = |key: &str, baseline: &str, candidate: &str| Item {
+        key: key.to_string(),
+        baseline: baseline.to_string(),
+        candidate: candidate.to_string(),
+    };
     let Some(key) = cause else {
         let Some(a) = s.attributions.first() else {
             bail!("the run attributes nothing to verify; name a delta item with --cause KEY (summary.json's runtime_delta)");
         };
-        return Ok((a.cause.clone(), a.baseline.clone(), a.candidate.clone()));
+        return Ok(item(&a.cause, &a.baseline, &a.candidate));
     };
     if let Some(r) = s.runtime_delta.iter().find(|r| r.key == key) {
-        return Ok((r.key.clone(), r.baseline.clone(), r.candidate.clone()));
+        return Ok(item(&r.key, &r.baseline, &r.candidate));
     }
     if let Some(c) = s.config_delta.iter().find(|c| c.option == key) {
-        return Ok((c.option.clone(), c.baseline.clone(), c.candidate.clone()));
+        return Ok(item(&c.option, &c.baseline, &c.candidate));
     }
     let list = |keys: Vec<&str>| {
         if keys.is_empty() {
@@ -199,13 +239,11 @@ fn deciding<'a>(s: &'a Summary, rules: &[&str]) -> impl Iterator<Item = &'a Metr
         .filter(move |m| rules.is_empty() || rules.contains(&m.name))
 }
 
-/// The item, its values and how it was set back.
-struct Reverted {
-    item: String,
-    baseline: String,
-    candidate: String,
-    how: How,
-    toggle: Option<StateToggle>,
+/// The items, their values and how they were set back.
+pub struct Reverted {
+    pub items: Vec<Item>,
+    pub how: How,
+    pub toggle: Option<StateToggle>,
 }
 
 /// The delta the verify run itself measured between its two hosts, candidate value
@@ -236,10 +274,13 @@ fn record(
         })
         .collect();
     let points = |s: &Summary| {
-        s.attributions
+        let shares: Vec<f64> = s
+            .attributions
             .iter()
-            .find(|a| a.cause == what.item)
+            .filter(|a| what.items.iter().any(|i| i.key == a.cause))
             .map(|a| a.explained_share * 100.0)
+            .collect();
+        (!shares.is_empty()).then(|| shares.iter().sum())
     };
     let decisions: Vec<DecisionStatus> = deciding(verify, rules)
         .filter_map(|m| m.decision.as_ref().map(|d| d.status))
@@ -251,18 +292,17 @@ fn record(
     // Runtime values that follow from the kernel (memory-scaled sysctls) are in
     // `applied` too, but only options are what Kconfig dragged along.
     let options = verify.config_delta.len();
-    if what.how == How::Rebuild && options > 1 {
+    let asked = what.items.len();
+    if what.how == How::Rebuild && options > asked {
         headline.push_str(&format!(
             "; Kconfig changed {} more option(s) with it (verify.json: applied)",
-            options - 1
+            options - asked
         ));
     }
     VerifyRecord {
         run_dir: dir.display().to_string(),
         applied,
-        item: what.item,
-        baseline: what.baseline,
-        candidate: what.candidate,
+        items: what.items,
         how: what.how,
         toggle: what.toggle,
         finding,
@@ -302,12 +342,11 @@ fn headline(
     original_points: Option<f64>,
 ) -> String {
     use crate::format::pct;
+    let items: Vec<String> = t.items.iter().map(Item::show).collect();
     let mut s = format!(
-        "{}: reverting {} ({} → {}) on the candidate",
+        "{}: reverting {} on the candidate",
         f.as_str(),
-        t.item,
-        t.candidate,
-        t.baseline
+        items.join(", ")
     );
     for r in recoveries {
         let borrowed = r.original_noise == recovery::Noise::Borrowed;
@@ -327,7 +366,7 @@ fn headline(
                 }
             )),
             _ => s.push_str(&format!(
-                " changes {} by {} (the original change, {}, was not significant)",
+                " changes {} by {} (the original change, {}, was not significant on its own repeats: no share of it can be given)",
                 r.metric,
                 pct(r.item_change),
                 pct(r.original_change)

@@ -3,16 +3,24 @@
 //! The original run measured the change `L0 = mean log(candidate / baseline)`; the
 //! verify run measures `L1 = mean log(as is / reverted)` on the candidate alone.
 //! The share recovered is `R = L1 / L0`: 1 when the item explains the whole change,
-//! 0 when reverting it does nothing. Its interval comes from the delta method on
-//! both runs' standard errors, `se(R) = √(se1² + R²·se0²) / |L0|`, with the smaller
-//! of the two runs' degrees of freedom (conservative); it is only given when the
-//! original change itself is significant — a share of nothing has no meaning.
+//! 0 when reverting it does nothing. Its interval comes from the delta method,
+//! `se(R) = √(se1² + R²·se0²) / |L0|`; it is only given when the original change
+//! itself is significant — a share of nothing has no meaning.
+//!
+//! The noise per pair is pooled over the two runs (same candidate, same workload,
+//! same provider: their log ratios are taken to scatter alike), with the sum of
+//! their degrees of freedom. With the two or three pairs people run this is what
+//! makes a share possible at all: with each run's own spread and the smaller of the
+//! degrees of freedom, 2 + 2 pairs have t(1) = 12.7 and a 10× drop measured twice
+//! often gets no share. Simulated (normal log noise, 20,000 trials, 2.3 log units
+//! of change): the pooled 95% interval covers the true share 95% of the time when
+//! the runs are equally noisy (the smaller-df interval 99%, twice as wide), 89–92%
+//! when one run's noise is 3× the other's.
 //!
 //! An original run with one repeat per side (a quick look, or CI's short run) has
-//! no spread of its own. Its noise is then borrowed from the verify run: the same
-//! host, workload and capture, so one original pair is taken to be as noisy as one
-//! pair of the verify run (`se0 = se1·√(n1/n0)`, the verify run's degrees of
-//! freedom); `original_noise` says so, and the headline too.
+//! no spread of its own: the noise is then the verify run's alone
+//! (`original_noise: borrowed`, said in the headline); coverage 95% with equal
+//! noise, 76–82% when the original was 3× noisier than the verify run.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -61,65 +69,85 @@ fn log_test(m: &MetricDelta, alpha: f64) -> Option<LogTest> {
     stats::welch_log_t(a, b, alpha)
 }
 
-/// The recovery of `original`'s change by the revert `verify` measured (its
-/// baseline is the reverted state, its candidate the item as it was).
-/// The original's change with the verify run's noise per pair, for an original
-/// with too few repeats for a test of its own.
-fn borrowed(
-    original: &MetricDelta,
-    verify: &MetricDelta,
-    t1: &LogTest,
-    alpha: f64,
-) -> Option<LogTest> {
+/// Pairs of a metric's values (or the smaller side).
+fn pairs(m: &MetricDelta) -> f64 {
+    m.baseline_values.len().min(m.candidate_values.len()) as f64
+}
+
+/// The mean log ratio of an original too short for a test of its own.
+fn mean_log_ratio(m: &MetricDelta) -> Option<f64> {
     let logs = |v: &[f64]| -> Option<f64> {
         if v.is_empty() || v.iter().any(|x| !(*x > 0.0 && x.is_finite())) {
             return None;
         }
         Some(v.iter().map(|x| x.ln()).sum::<f64>() / v.len() as f64)
     };
-    let mean = logs(&original.candidate_values)? - logs(&original.baseline_values)?;
-    let pairs = |m: &MetricDelta| m.baseline_values.len().min(m.candidate_values.len()) as f64;
+    Some(logs(&m.candidate_values)? - logs(&m.baseline_values)?)
+}
+
+/// The two changes with their standard errors from the pooled noise per pair, and
+/// the pooled degrees of freedom.
+struct Pooled {
+    l0: f64,
+    se0: f64,
+    l1: f64,
+    se1: f64,
+    df: f64,
+    noise: Noise,
+}
+
+fn pooled(original: &MetricDelta, verify: &MetricDelta, alpha: f64) -> Option<Pooled> {
+    let t1 = log_test(verify, alpha)?;
     let (n0, n1) = (pairs(original), pairs(verify));
-    let se = t1.se * (n1 / n0).sqrt();
-    let dist = StudentsT::new(0.0, 1.0, t1.df).ok()?;
-    let p = 2.0 * (1.0 - dist.cdf((mean / se).abs()));
-    let q = dist.inverse_cdf(1.0 - alpha / 2.0);
-    (se > 0.0 && p.is_finite()).then_some(LogTest {
-        mean,
-        p,
-        ci: [mean - q * se, mean + q * se],
-        se,
-        df: t1.df,
+    // The variance of one pair's log ratio, from a test's standard error.
+    let per_pair = |t: &LogTest, n: f64| t.se.powi(2) * n;
+    let (l0, var, df, noise) = match log_test(original, alpha) {
+        Some(t0) => {
+            let df = t0.df + t1.df;
+            let var = (t0.df * per_pair(&t0, n0) + t1.df * per_pair(&t1, n1)) / df;
+            (t0.mean, var, df, Noise::Measured)
+        }
+        None => (
+            mean_log_ratio(original)?,
+            per_pair(&t1, n1),
+            t1.df,
+            Noise::Borrowed,
+        ),
+    };
+    (var.is_finite() && df > 0.0 && n0 > 0.0).then(|| Pooled {
+        l0,
+        se0: (var / n0).sqrt(),
+        l1: t1.mean,
+        se1: (var / n1).sqrt(),
+        df,
+        noise,
     })
 }
 
+/// The recovery of `original`'s change by the revert `verify` measured (its
+/// baseline is the reverted state, its candidate the item as it was).
 pub fn recovery(original: &MetricDelta, verify: &MetricDelta, alpha: f64) -> Option<Recovery> {
-    let t1 = log_test(verify, alpha)?;
-    let (t0, noise) = match log_test(original, alpha) {
-        Some(t) => (t, Noise::Measured),
-        None => (borrowed(original, verify, &t1, alpha)?, Noise::Borrowed),
-    };
-    let mut r = Recovery {
-        metric: original.name.clone(),
-        original_change: t0.mean.exp() - 1.0,
-        item_change: t1.mean.exp() - 1.0,
-        share: None,
-        share_ci: None,
-        level: 1.0 - alpha,
-        original_noise: noise,
-    };
-    // A NaN p (no variance) is not significant either.
-    let significant = t0.p < alpha;
-    if !significant || t0.mean == 0.0 {
-        return Some(r);
-    }
-    let share = t1.mean / t0.mean;
-    let se = (t1.se.powi(2) + share.powi(2) * t0.se.powi(2)).sqrt() / t0.mean.abs();
-    let df = t0.df.min(t1.df);
-    let q = StudentsT::new(0.0, 1.0, df)
+    let p = pooled(original, verify, alpha)?;
+    let q = StudentsT::new(0.0, 1.0, p.df)
         .ok()
         .map(|d| d.inverse_cdf(1.0 - alpha / 2.0))
         .filter(|q| q.is_finite())?;
+    let mut r = Recovery {
+        metric: original.name.clone(),
+        original_change: p.l0.exp() - 1.0,
+        item_change: p.l1.exp() - 1.0,
+        share: None,
+        share_ci: None,
+        level: 1.0 - alpha,
+        original_noise: p.noise,
+    };
+    // Not significant (also: no variance at all, se0 = 0 with l0 = 0): no share.
+    let significant = p.se0 > 0.0 && (p.l0 / p.se0).abs() > q;
+    if !significant {
+        return Some(r);
+    }
+    let share = p.l1 / p.l0;
+    let se = (p.se1.powi(2) + share.powi(2) * p.se0.powi(2)).sqrt() / p.l0.abs();
     r.share = Some(share);
     r.share_ci = Some([share - q * se, share + q * se]);
     Some(r)

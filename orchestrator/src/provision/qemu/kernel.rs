@@ -491,6 +491,7 @@ impl SourceBuild<'_> {
         let fragments = match self.check {
             ApplyCheck::All => self.fragments,
             ApplyCheck::InlineOnly => &[],
+            ApplyCheck::Nothing => return Ok(()),
         };
         let requested = requested_options(fragments, self.options)?;
         let lost = lost_options(&requested, &fin);

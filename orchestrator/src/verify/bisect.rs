@@ -1,0 +1,353 @@
+//! `kdelta bisect RUN_DIR`: find which items of a run's delta reproduce its change
+//! when attribution cannot say, by reverting sets of them on the candidate and
+//! measuring each set as `kdelta verify` measures one item ([`super::search`] picks
+//! the sets). Config options and boot parameters of a qemu candidate are searched
+//! together; runtime items are one `kdelta verify --cause KEY` each.
+//!
+//! `RUN_DIR/bisect/bisect.json` holds every step as soon as it is measured; running
+//! the same command again after a failure or a Ctrl-C continues from there (the
+//! search is replayed from the steps). Each step is an ordinary run directory under
+//! `RUN_DIR/bisect/` with its own report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::rebuild::reverted_host;
+use super::search::{self, Next, Outcome, Steps};
+use super::{needs_new_host, read_summary, Finding, Item, Reverted};
+use crate::model::Summary;
+use crate::playbook::ApplyCheck;
+use crate::run::gate::{set_repeats, Repeat};
+use crate::run::RunOptions;
+use crate::rundir::{write_json, RunDir};
+
+/// What `kdelta bisect` asks for.
+pub struct BisectRequest {
+    pub run_dir: PathBuf,
+    pub playbook: Option<PathBuf>,
+    pub repeat: Option<Repeat>,
+    pub max_repeats: Option<u32>,
+    /// Steps this invocation may measure (the budget).
+    pub max_steps: usize,
+    /// Halve from the start, without trying attribution's suspects first.
+    pub no_suspects: bool,
+}
+
+/// One measured step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Step {
+    /// The items reverted together (sorted).
+    pub set: Vec<String>,
+    pub outcome: Outcome,
+    /// The delta really applied between the step's two guests (`CONFIG_X: y → n`).
+    pub applied: Vec<String>,
+    /// Kconfig put every option of the set back (each is selected or forced by
+    /// another option of the candidate): nothing was reverted, nothing measured
+    /// counts.
+    pub collapsed: bool,
+    pub headline: String,
+    /// The step's run directory.
+    pub dir: String,
+    pub seconds: f64,
+}
+
+/// bisect.json.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BisectRecord {
+    pub run_dir: String,
+    pub items: Vec<Item>,
+    pub suspects: Vec<String>,
+    pub steps: Vec<Step>,
+    /// Set when the search is over.
+    #[serde(default)]
+    pub result: Option<BisectResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum BisectResult {
+    /// The items that reproduce the change, each verified alone.
+    Found { culprits: Vec<(String, Outcome)> },
+    /// The search cannot go on, and why.
+    Stuck { why: String },
+}
+
+/// How a bisect invocation ended.
+pub enum BisectEnd {
+    Done(BisectRecord),
+    /// The step budget ran out before the search ended.
+    Budget(BisectRecord),
+    /// A step failed or was interrupted: the record holds the steps before it.
+    Failed {
+        record: BisectRecord,
+        error: anyhow::Error,
+        interrupted: bool,
+        dir: PathBuf,
+    },
+}
+
+/// Runs (or continues) the bisection of `req.run_dir`'s delta. `say` gets one line
+/// per step, for the terminal.
+pub async fn bisect(
+    req: &BisectRequest,
+    opts: RunOptions,
+    mut say: impl FnMut(&str),
+) -> Result<BisectEnd> {
+    let dir = &req.run_dir;
+    let hint = format!("kdelta bisect {} --playbook PLAYBOOK", dir.display());
+    let (mut plan, _) =
+        crate::run::resume::load_run_plan(dir, req.playbook.as_deref(), "bisect", &hint)?;
+    set_repeats(&mut plan, req.repeat, req.max_repeats);
+    let original = read_summary(&RunDir::open(dir))?;
+    let folder = opts.out.clone();
+    std::fs::create_dir_all(&folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    let state = folder.join("bisect.json");
+    let mut rec = match std::fs::read_to_string(&state) {
+        Ok(text) => serde_json::from_str::<BisectRecord>(&text).with_context(|| {
+            format!(
+                "{}: not a bisect record; move it away to start over",
+                state.display()
+            )
+        })?,
+        Err(_) => fresh(dir, &original, req.no_suspects)?,
+    };
+    if !rec.steps.is_empty() {
+        say(&format!(
+            "continuing: {} step(s) measured before ({})",
+            rec.steps.len(),
+            state.display()
+        ));
+    }
+    // Every item must be revertible on this candidate, checked before any step.
+    reverted_host(&rec.items, &plan.candidate, ApplyCheck::Nothing)?;
+    let keys: Vec<String> = rec.items.iter().map(|i| i.key.clone()).collect();
+    let mut budget = req.max_steps;
+    loop {
+        let steps: Steps = rec
+            .steps
+            .iter()
+            .map(|s| (s.set.clone(), s.outcome))
+            .collect();
+        let set = match search::next(&keys, &rec.suspects, &steps) {
+            Next::Try(set) => set,
+            Next::Found(culprits) => {
+                rec.result = Some(BisectResult::Found { culprits });
+                break;
+            }
+            Next::Stuck(why) => {
+                rec.result = Some(BisectResult::Stuck { why });
+                break;
+            }
+        };
+        if budget == 0 {
+            write_json(&state, &rec)?;
+            write_markdown(&folder, &rec)?;
+            return Ok(BisectEnd::Budget(rec));
+        }
+        budget -= 1;
+        let n = rec.steps.len() + 1;
+        let last = rec.steps.last().map(|s| s.seconds);
+        say(&format!(
+            "step {n}: reverting {}{}",
+            show_set(&rec.items, &set),
+            match last {
+                Some(s) => format!(" (about {:.0} s, as the last step)", s),
+                None => String::new(),
+            }
+        ));
+        let items: Vec<Item> = rec
+            .items
+            .iter()
+            .filter(|i| set.contains(&i.key))
+            .cloned()
+            .collect();
+        let (host, how) = reverted_host(&items, &plan.candidate, ApplyCheck::Nothing)?;
+        let mut step_plan = plan.clone();
+        step_plan.baseline = host;
+        let what = Reverted {
+            items,
+            how,
+            toggle: None,
+        };
+        let start = Instant::now();
+        let v = super::measure(dir, &step_plan, &original, what, &opts).await?;
+        let Some(vr) = v.record else {
+            write_json(&state, &rec)?;
+            return Ok(BisectEnd::Failed {
+                record: rec,
+                error: v
+                    .error
+                    .unwrap_or_else(|| anyhow::anyhow!("the step was not analysed")),
+                interrupted: v.interrupted,
+                dir: v.dir,
+            });
+        };
+        let collapsed = !vr
+            .applied
+            .iter()
+            .any(|a| set.iter().any(|k| a.starts_with(&format!("{k}:"))));
+        let outcome = if collapsed {
+            Outcome::Nothing
+        } else {
+            match vr.finding {
+                Finding::Cause => Outcome::All,
+                Finding::Partial => Outcome::Part,
+                Finding::NotCause => Outcome::Nothing,
+                Finding::Unknown => Outcome::Unknown,
+            }
+        };
+        let headline = if collapsed {
+            format!(
+                "collapsed: Kconfig put {} back, nothing was reverted",
+                set.join(", ")
+            )
+        } else {
+            vr.headline.clone()
+        };
+        say(&format!("step {n}: {} — {headline}", outcome_word(outcome)));
+        rec.steps.push(Step {
+            set,
+            outcome,
+            applied: vr.applied,
+            collapsed,
+            headline,
+            dir: v.dir.display().to_string(),
+            seconds: start.elapsed().as_secs_f64(),
+        });
+        write_json(&state, &rec)?;
+    }
+    write_json(&state, &rec)?;
+    write_markdown(&folder, &rec)?;
+    Ok(BisectEnd::Done(rec))
+}
+
+/// The items to search: the run's config options and boot parameters.
+fn fresh(dir: &Path, s: &Summary, no_suspects: bool) -> Result<BisectRecord> {
+    let mut items: Vec<Item> = s
+        .config_delta
+        .iter()
+        .map(|c| Item {
+            key: c.option.clone(),
+            baseline: c.baseline.clone(),
+            candidate: c.candidate.clone(),
+        })
+        .collect();
+    items.extend(
+        s.runtime_delta
+            .iter()
+            .filter(|r| needs_new_host(&r.key))
+            .map(|r| Item {
+                key: r.key.clone(),
+                baseline: r.baseline.clone(),
+                candidate: r.candidate.clone(),
+            }),
+    );
+    if items.is_empty() {
+        bail!("the run's delta has no config option or boot parameter to bisect; verify a runtime item with `kdelta verify {} --cause KEY`", dir.display());
+    }
+    let suspects = if no_suspects {
+        Vec::new()
+    } else {
+        s.attributions
+            .iter()
+            .map(|a| a.cause.clone())
+            .filter(|c| items.iter().any(|i| &i.key == c))
+            .collect()
+    };
+    Ok(BisectRecord {
+        run_dir: dir.display().to_string(),
+        items,
+        suspects,
+        steps: Vec::new(),
+        result: None,
+    })
+}
+
+fn show_set(items: &[Item], set: &[String]) -> String {
+    let shown: Vec<String> = items
+        .iter()
+        .filter(|i| set.contains(&i.key))
+        .map(Item::show)
+        .collect();
+    shown.join(", ")
+}
+
+pub fn outcome_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::All => "recovers the change",
+        Outcome::Part => "recovers a part",
+        Outcome::Nothing => "recovers nothing",
+        Outcome::Unknown => "undecided",
+    }
+}
+
+/// The answer in one line.
+pub fn conclusion(rec: &BisectRecord) -> String {
+    match &rec.result {
+        Some(BisectResult::Found { culprits }) => {
+            let names: Vec<String> = culprits
+                .iter()
+                .map(|(c, o)| match o {
+                    Outcome::Part => format!("{c} (a part of it)"),
+                    _ => c.clone(),
+                })
+                .collect();
+            format!(
+                "bisect: {} reproduce{} the change, verified alone ({} step(s))",
+                names.join(" and "),
+                if names.len() == 1 { "s" } else { "" },
+                rec.steps.len()
+            )
+        }
+        Some(BisectResult::Stuck { why }) => {
+            format!("bisect: stopped after {} step(s): {why}", rec.steps.len())
+        }
+        None => format!(
+            "bisect: {} step(s) measured, not finished (the step budget ran out; run it again to continue)",
+            rec.steps.len()
+        ),
+    }
+}
+
+/// bisect.md: every step, for a person or a CI summary.
+fn write_markdown(folder: &Path, rec: &BisectRecord) -> Result<()> {
+    let mut s = format!(
+        "# kdelta bisect of {}\n\n{}\n\n{} item(s) in the delta; suspects tried first: {}\n\n| step | reverted | outcome | applied | seconds | run |\n|---|---|---|---|---|---|\n",
+        rec.run_dir,
+        conclusion(rec),
+        rec.items.len(),
+        if rec.suspects.is_empty() {
+            "none".to_string()
+        } else {
+            rec.suspects.join(", ")
+        }
+    );
+    for (i, st) in rec.steps.iter().enumerate() {
+        let applied: Vec<&str> = st
+            .applied
+            .iter()
+            .filter(|a| a.starts_with("CONFIG_") || a.starts_with("cmdline."))
+            .map(String::as_str)
+            .collect();
+        s.push_str(&format!(
+            "| {} | {} | {}{} | {} | {:.0} | {} |\n",
+            i + 1,
+            st.set.join(", "),
+            outcome_word(st.outcome),
+            if st.collapsed { " (collapsed)" } else { "" },
+            if applied.is_empty() {
+                "—".to_string()
+            } else {
+                applied.join("; ")
+            },
+            st.seconds,
+            st.dir
+        ));
+    }
+    let p = folder.join("bisect.md");
+    std::fs::write(&p, s).with_context(|| format!("cannot write {}", p.display()))
+}
