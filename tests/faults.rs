@@ -1058,3 +1058,86 @@ fn a_panic_mid_run_still_tears_down() {
     assert_eq!(o.phase("teardown", None), "ok");
     assert_eq!(o.phase("facts", Some("candidate")), "ok");
 }
+
+/// `kdelta verify` on hosts kdelta does not own, cut short by a Ctrl-C while the
+/// candidate runs with its ruleset flushed (the reverted side's workload): teardown
+/// loads the saved ruleset back before it removes the work folder that holds it.
+#[test]
+fn verify_interrupted_while_reverted_puts_the_state_back() {
+    root();
+    let _lab = lab_lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = LabUp::new(&repo().join("playbooks/lab-tcp.yaml"));
+    let ns = lab.namespace("candidate");
+    // The candidate's firewall, as a user's box has one.
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "sh {} 50 | ip netns exec {ns} nft -f -",
+            repo().join("playbooks/files/lab-tcp/ruleset.sh").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The workload sleeps as long as a file on this machine says (lab hosts share its
+    // filesystem): a second in the run, long enough to be caught in during verify
+    // (which must run the playbook the run ran).
+    let pause = tmp.path().join("pause");
+    let pb = tmp.path().join("pb.yaml");
+    let text = lab.ssh_playbook(None, "").replace(
+        "sleep 1;",
+        &format!("sleep $(cat {} 2>/dev/null || echo 1);", pause.display()),
+    );
+    std::fs::write(&pb, &text).unwrap();
+    let out = tmp.path().join("out");
+    let o = said(&mut kdelta_run(&pb, &out));
+    assert!(matches!(o.code, Some(0..=2)), "{}\n{}", o.stdout, o.stderr);
+    let run = only_run_dir(&out);
+    let rules = || {
+        let o = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "list", "ruleset"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).lines().count()
+    };
+    let before = rules();
+    assert!(before > 50, "the candidate has its ruleset: {before} lines");
+    std::fs::write(&pause, "30").unwrap();
+    let vout = run.join("verify");
+    let mut c = kdelta();
+    c.arg("verify")
+        .arg(&run)
+        .args(["--cause", "netfilter.nft_rules", "--repeat", "2"]);
+    let mut kd = start(c, &vout);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !run_record(&vout).is_some_and(|r| {
+        r["phases"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["name"] == "workload 1/2" && p["host"] == "baseline" && p["status"] == "running"
+            })
+        })
+    }) {
+        if kd.child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let _ = kd.child.kill();
+            panic!(
+                "verify never reached the reverted side's workload: {}",
+                std::fs::read_to_string(&kd.err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        rules(),
+        0,
+        "the reverted side runs with the ruleset flushed"
+    );
+    kd.signal(Signal::CtrlC);
+    let o = kd.finish();
+    o.expect(130, &["interrupted"]);
+    assert_eq!(
+        rules(),
+        before,
+        "teardown put the ruleset back\n{}",
+        o.stderr
+    );
+}

@@ -54,6 +54,9 @@ pub struct Ledger {
     pub qemu_dir: Option<PathBuf>,
     /// `hosts/<role>/teardown.json` of hosts made by a `command` provider's `up`.
     pub downs: Vec<PathBuf>,
+    /// `kdelta verify`'s restore command of a state toggled on a live host, until it
+    /// has run: teardown runs it first when a Ctrl-C or a failure cut the run short.
+    pub restores: Vec<(Role, String)>,
 }
 
 /// Runs `f` on the ledger; a poisoned lock (a panic elsewhere held it) still

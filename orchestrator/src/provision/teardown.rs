@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::{lab, Host, Ledger};
+use super::{lab, Ledger};
 use crate::exec::remote::{stop_tagged, Remote};
 use crate::exec::shell::quote;
 use crate::model::Role;
@@ -24,7 +24,7 @@ pub async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String
         let _ = std::fs::remove_dir_all(d);
     }
     if let Some(work) = &l.work {
-        errors.extend(clean_foreign(&l.hosts, &l.connected, work, progress).await);
+        errors.extend(clean_foreign(&l, work, progress).await);
     }
     // Hosts made by `up`: their `down`, always, both at once (after the cleanup
     // above, for hosts that `down` only stops).
@@ -77,18 +77,14 @@ fn stop_guests(l: &Ledger, progress: &Progress) -> Vec<String> {
     errors
 }
 
-/// Remote work folders on hosts kdelta does not own: stop what it started, remove
-/// its files. Only on hosts it reached (nothing ran on the others), both at once,
-/// with one short connection attempt each.
-async fn clean_foreign(
-    hosts: &[Host],
-    connected: &[Role],
-    work: &str,
-    progress: &Progress,
-) -> Vec<String> {
-    let cleanups = hosts
+/// Remote work folders on hosts kdelta does not own: put back a state `verify`
+/// toggled, stop what it started, remove its files. Only on hosts it reached
+/// (nothing ran on the others), both at once, with one short connection attempt each.
+async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<String> {
+    let cleanups = l
+        .hosts
         .iter()
-        .filter(|h| h.provider.is_foreign() && connected.contains(&h.role))
+        .filter(|h| h.provider.is_foreign() && l.connected.contains(&h.role))
         .map(|h| async move {
             progress.step(h.role.as_str(), "cleaning up");
             let tmp = std::env::temp_dir().join("kdelta-teardown");
@@ -97,8 +93,18 @@ async fn clean_foreign(
             spec.retry_for = Duration::from_secs(10);
             let r = match Remote::connect(&spec, &tmp).await {
                 Ok(r) => r,
-                Err(e) => return Some(format!("{}: cleanup skipped: {e:#}", h.role)),
+                Err(e) => return vec![format!("{}: cleanup skipped: {e:#}", h.role)],
             };
+            let mut problems = Vec::new();
+            // Before the work folder goes: a saved state may be in it.
+            for (_, restore) in l.restores.iter().filter(|(r, _)| *r == h.role) {
+                progress.step(h.role.as_str(), "restoring the state verify reverted");
+                if let Err(e) = r.run("verify-restore", restore, Duration::from_secs(60)).await {
+                    problems.push(format!(
+                        "{e:#}; the host may still have the reverted state: run {restore}"
+                    ));
+                }
+            }
             let w = format!("{work}-{}", h.role);
             let script = format!(
                 "{}\ncd {q} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {q}",
@@ -107,7 +113,8 @@ async fn clean_foreign(
             );
             let res = r.run("cleanup", &script, Duration::from_secs(30)).await;
             r.close().await;
-            res.err().map(|e| format!("{e:#}"))
+            problems.extend(res.err().map(|e| format!("{e:#}")));
+            problems
         });
     join_all(cleanups).await.into_iter().flatten().collect()
 }

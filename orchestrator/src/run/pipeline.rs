@@ -147,6 +147,8 @@ async fn toggled(cx: &RunCtx<'_>, host: &Host, remote: &Remote, t: &StateToggle)
         render(c, &ctx).map_err(|e| e.context(format!("verify: the {what} command of {}", t.item)))
     };
     let (apply, restore) = (cmd(&t.apply, "apply")?, cmd(&t.restore, "restore")?);
+    // From here on teardown puts the state back if the run is cut short.
+    with_ledger(cx.ledger, |l| l.restores.push((host.role, restore.clone())));
     if let Some(save) = &t.save {
         remote
             .run("verify-save", &cmd(save, "save")?, cmd_t)
@@ -209,6 +211,9 @@ async fn toggled(cx: &RunCtx<'_>, host: &Host, remote: &Remote, t: &StateToggle)
             t.item
         ))
     });
+    if back.is_ok() {
+        with_ledger(cx.ledger, |l| l.restores.retain(|(r, _)| *r != host.role));
+    }
     result.and(back.map(|_| ()))
 }
 

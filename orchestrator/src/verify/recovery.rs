@@ -12,15 +12,17 @@
 //! their degrees of freedom. With the two or three pairs people run this is what
 //! makes a share possible at all: with each run's own spread and the smaller of the
 //! degrees of freedom, 2 + 2 pairs have t(1) = 12.7 and a 10× drop measured twice
-//! often gets no share. Simulated (normal log noise, 20,000 trials, 2.3 log units
-//! of change): the pooled 95% interval covers the true share 95% of the time when
-//! the runs are equally noisy (the smaller-df interval 99%, twice as wide), 89–92%
-//! when one run's noise is 3× the other's.
+//! often gets no share. Simulated (`bench/recovery-coverage.py`: normal log noise,
+//! 2.3 log units of change, shares 1 and 0.5, 2 + 2 and 3 + 3 pairs): the pooled
+//! 95% interval covers the true share 95% of the time when the runs are equally
+//! noisy (the smaller-df interval 98–99%, 1.5–3× as wide, and with 2 + 2 pairs at
+//! 0.3 noise no share at all 4 times in 10), 88–96% when one run's noise is 3× the
+//! other's.
 //!
 //! An original run with one repeat per side (a quick look, or CI's short run) has
 //! no spread of its own: the noise is then the verify run's alone
-//! (`original_noise: borrowed`, said in the headline); coverage 95% with equal
-//! noise, 76–82% when the original was 3× noisier than the verify run.
+//! (`original_noise: borrowed`, said in the headline); coverage 89–96% with equal
+//! noise, 76–90% when the original was 3× noisier than the verify run.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
