@@ -17,9 +17,11 @@ use serde::{Deserialize, Serialize};
 
 use super::rebuild::reverted_host;
 use super::search::{self, Next, Outcome, Steps};
-use super::{needs_new_host, read_summary, Finding, Item, Reverted};
+use super::{needs_new_host, read_summary, Finding, How, Item, Reverted};
 use crate::model::Summary;
-use crate::playbook::ApplyCheck;
+use crate::playbook::{ApplyCheck, HostSpec, Provider};
+use crate::progress::Progress;
+use crate::provision::qemu::kernel::kernel_identity;
 use crate::run::gate::{set_repeats, Repeat};
 use crate::run::RunOptions;
 use crate::rundir::{write_json, RunDir};
@@ -126,6 +128,9 @@ pub async fn bisect(
     reverted_host(&rec.items, &plan.candidate, ApplyCheck::Nothing)?;
     let keys: Vec<String> = rec.items.iter().map(|i| i.key.clone()).collect();
     let mut budget = req.max_steps;
+    let progress = Progress::new(opts.quiet);
+    let kconfig_log = folder.join("kconfig.log");
+    let mut candidate_kernel: Option<Option<String>> = None;
     loop {
         let steps: Steps = rec
             .steps
@@ -166,6 +171,36 @@ pub async fn bisect(
             .cloned()
             .collect();
         let (host, how) = reverted_host(&items, &plan.candidate, ApplyCheck::Nothing)?;
+        let start = Instant::now();
+        // A set of options Kconfig puts back entirely is the candidate's own kernel:
+        // seen from the final config in seconds, before any guest boots.
+        if how == How::Rebuild && items.iter().all(|i| i.key.starts_with("CONFIG_")) {
+            if candidate_kernel.is_none() {
+                candidate_kernel = Some(identity(&plan.candidate, &kconfig_log, &progress).await?);
+            }
+            let reverted = identity(&host, &kconfig_log, &progress).await?;
+            if reverted.is_some() && Some(&reverted) == candidate_kernel.as_ref() {
+                let headline = format!(
+                    "collapsed: Kconfig puts {} back (the final config is the candidate's), so it was not measured",
+                    set.join(", ")
+                );
+                say(&format!(
+                    "step {n}: {} — {headline}",
+                    outcome_word(Outcome::Nothing)
+                ));
+                rec.steps.push(Step {
+                    set,
+                    outcome: Outcome::Nothing,
+                    applied: Vec::new(),
+                    collapsed: true,
+                    headline,
+                    dir: String::new(),
+                    seconds: start.elapsed().as_secs_f64(),
+                });
+                write_json(&state, &rec)?;
+                continue;
+            }
+        }
         let mut step_plan = plan.clone();
         step_plan.baseline = host;
         let what = Reverted {
@@ -173,7 +208,6 @@ pub async fn bisect(
             how,
             toggle: None,
         };
-        let start = Instant::now();
         let v = super::measure(dir, &step_plan, &original, what, &opts).await?;
         let Some(vr) = v.record else {
             write_json(&state, &rec)?;
@@ -223,6 +257,14 @@ pub async fn bisect(
     write_json(&state, &rec)?;
     write_markdown(&folder, &rec)?;
     Ok(BisectEnd::Done(rec))
+}
+
+/// The fingerprint of the kernel a qemu host would boot (None: not source-built).
+async fn identity(h: &HostSpec, log: &Path, progress: &Progress) -> Result<Option<String>> {
+    match &h.provider {
+        Provider::Qemu(q) => kernel_identity(q, h.role, log, progress).await,
+        _ => Ok(None),
+    }
 }
 
 /// The items to search: the run's config options and boot parameters.

@@ -307,6 +307,58 @@ pub fn lost_options(
         .collect()
 }
 
+/// The identity of the kernel a source-built host would boot (the kernel cache's
+/// key: source version and final config), without building it; None for images
+/// and packages. `kdelta bisect` uses it to see a step that Kconfig collapses back
+/// to the candidate's kernel before spending pairs on it.
+pub async fn kernel_identity(
+    spec: &QemuSpec,
+    role: Role,
+    log: &Path,
+    progress: &Progress,
+) -> Result<Option<String>> {
+    let KernelSpec::Source {
+        source,
+        base,
+        fragments,
+        options,
+        check,
+    } = &spec.kernel
+    else {
+        return Ok(None);
+    };
+    let b = SourceBuild {
+        role,
+        base,
+        fragments,
+        options,
+        check: *check,
+        log,
+        progress,
+    };
+    let (tree, version) = source_tree(source, log).await?;
+    let tmp =
+        cache_dir()
+            .join("build")
+            .join(format!("id-{}-{}", role.as_str(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let res = b.configure(&tree, &tmp).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(Some(identity(&version, &res?)))
+}
+
+/// The kernel cache's key: source version and final config, without the config's
+/// generated header (it names the build time).
+fn identity(version: &str, final_text: &str) -> String {
+    let body: String = final_text
+        .lines()
+        .filter(|l| !l.starts_with("# Automatically generated") && !l.starts_with("# Linux/"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fingerprint(format!("{version}\n{body}").as_bytes())
+}
+
 /// Builds (or finds in the cache) the kernel a host asks for.
 pub async fn prepare_kernel(
     spec: &QemuSpec,
@@ -390,14 +442,7 @@ impl SourceBuild<'_> {
     ) -> Result<KernelImage> {
         let final_text = self.configure(tree, tmp).await?;
         self.check_applied(&final_text, version)?;
-        // The identity of the image: source version and final config, without
-        // the config's generated header (it names the build time).
-        let body: String = final_text
-            .lines()
-            .filter(|l| !l.starts_with("# Automatically generated") && !l.starts_with("# Linux/"))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        let key = fingerprint(format!("{version}\n{body}").as_bytes());
+        let key = identity(version, &final_text);
         let out = cache_dir().join("kernels").join(&key);
         let image = out.join("bzImage");
         let started = Instant::now();
