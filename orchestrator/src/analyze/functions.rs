@@ -24,6 +24,9 @@ pub struct FnCounts {
     pub per_repeat: Vec<u64>,
 }
 
+/// The name of a frame perf could resolve neither to a symbol nor to an object.
+const UNKNOWN: &str = "[unknown]";
+
 pub fn side_counts(p: &Profile) -> SideCounts {
     let mut sc = SideCounts {
         per_repeat_busy: p.busy_per_repeat(),
@@ -55,7 +58,10 @@ pub fn side_counts(p: &Profile) -> SideCounts {
         }
     }
     for (id, mut fc) in by_id.into_iter().enumerate() {
-        if fc.inclusive == 0 {
+        // `[unknown]` is every frame perf found no symbol and no object for, in
+        // any process and in the kernel: one "function" of it compares nothing.
+        // It stays in the stacks (flame graphs draw it) and in the busy total.
+        if fc.inclusive == 0 || p.names[id] == UNKNOWN {
             continue;
         }
         fc.kernel = p.kinds[id] == FrameKind::Kernel;
@@ -134,13 +140,60 @@ pub fn function_deltas(b: &SideCounts, c: &SideCounts, max: usize) -> (Vec<Funct
             delta_ci_method: delta_ci.map(|_| method),
         });
     }
-    // Keep what matters for a reader: the biggest changes, then the hottest.
+    // Keep what matters for a reader: the biggest changes, then the hottest (on a
+    // self-vs-self pair every delta is 0 and the cut must not fall by name), then
+    // the name for a stable order.
+    let hottest = |f: &FunctionDelta| f.baseline_share.max(f.candidate_share);
     out.sort_by(|a, b| {
         b.delta
             .abs()
             .total_cmp(&a.delta.abs())
-            .then(a.symbol.cmp(&b.symbol))
+            .then_with(|| hottest(b).total_cmp(&hottest(a)))
+            .then_with(|| a.symbol.cmp(&b.symbol))
     });
     out.truncate(max);
     (out, shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(fns: &[(&str, u64)], busy: u64) -> SideCounts {
+        SideCounts {
+            busy,
+            per_repeat_busy: vec![busy],
+            functions: fns
+                .iter()
+                .map(|&(n, c)| {
+                    (
+                        n.to_string(),
+                        FnCounts {
+                            self_: c,
+                            inclusive: c,
+                            kernel: true,
+                            per_repeat: vec![c],
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Issue 14: with all deltas 0 (self vs self), the cut kept the first names in
+    /// alphabetical order and dropped the hottest functions.
+    #[test]
+    fn ties_keep_the_hottest() {
+        let fns = [
+            ("aaa_cold", 1),
+            ("bbb_cold", 2),
+            ("zzz_hot", 900),
+            ("yyy_warm", 97),
+        ];
+        let s = side(&fns, 1000);
+        let (out, shift) = function_deltas(&s, &s, 2);
+        assert_eq!(shift, 0.0);
+        let names: Vec<&str> = out.iter().map(|f| f.symbol.as_str()).collect();
+        assert_eq!(names, ["zzz_hot", "yyy_warm"]);
+    }
 }

@@ -57,6 +57,11 @@ pub struct Profile {
     pub other_events: Vec<(String, u64)>,
     pub samples: u64,
     pub idle_samples: u64,
+    /// Samples of the event dropped because no frame of theirs could be read (a
+    /// header with an empty or unreadable stack): inferno drops them too.
+    pub dropped_samples: u64,
+    /// Kept samples (of any event) whose header printed no period.
+    pub samples_without_period: u64,
     /// Number of repeats seen (1 when the file has no repeat markers).
     pub repeats: u32,
     pub warnings: Vec<String>,
@@ -232,6 +237,104 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
         assert_eq!(p.kinds[top.frames[2] as usize], FrameKind::User);
     }
 
+    /// Issue 14: idle is a halted CPU (halt function as leaf), not "anything on the
+    /// idle loop's stack": scheduler and tick work of the idle task, polling idle and
+    /// old kernels' IPI entries on an idle CPU are busy.
+    #[test]
+    fn idle_means_halted() {
+        let sample = |frames: &[&str]| {
+            let mut t = String::from("swapper     0 [000] 1.0: 1 cpu-clock: \n");
+            for f in frames {
+                t.push_str(&format!("\tffffffff81000001 {f}+0x5 ([kernel.kallsyms])\n"));
+            }
+            t.push('\n');
+            t
+        };
+        let cases: &[(&[&str], bool)] = &[
+            (
+                &[
+                    "native_safe_halt",
+                    "default_idle",
+                    "arch_cpu_idle",
+                    "do_idle",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "pv_native_safe_halt",
+                    "default_idle",
+                    "default_idle_call",
+                    "do_idle",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "intel_idle",
+                    "cpuidle_enter_state",
+                    "cpuidle_enter",
+                    "do_idle",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "xen_hypercall_sched_op",
+                    "default_idle",
+                    "arch_cpu_idle",
+                    "cpu_startup_entry",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "finish_task_switch",
+                    "__schedule",
+                    "schedule_idle",
+                    "do_idle",
+                ],
+                false,
+            ),
+            (&["tick_nohz_idle_enter", "do_idle"], false),
+            (&["tick_nohz_idle_exit", "do_idle"], false),
+            (&["call_cpuidle", "do_idle"], false),
+            (&["haltpoll_reflect", "haltpoll_select", "do_idle"], false),
+            (
+                &[
+                    "poll_idle",
+                    "cpuidle_enter_state",
+                    "cpuidle_enter",
+                    "do_idle",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "scheduler_ipi",
+                    "smp_reschedule_interrupt",
+                    "reschedule_interrupt",
+                    "cpu_idle",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "generic_smp_call_function_single_interrupt",
+                    "call_function_single_interrupt",
+                    "cpu_idle",
+                ],
+                false,
+            ),
+            (&["xen_hypercall_sched_op", "xen_yield"], false),
+        ];
+        for (frames, idle) in cases {
+            let p = fold_str(&sample(frames));
+            assert_eq!(p.samples, 1, "{frames:?}");
+            assert_eq!(p.idle_samples == 1, *idle, "{frames:?}");
+        }
+    }
+
     #[test]
     fn repeats_and_events() {
         let text = format!(
@@ -327,15 +430,75 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
         let text = "           false 39654 19115.489713:          1 cycles:u:  ffffffff9b201293 [unknown] ([unknown])\n           false 39654 19115.489719:          1 cycles:      7fa68b1f2d84 _dl_start+0x4 (/usr/lib/ld-2.31.so)\n";
         let p = fold_str(text);
         assert_eq!(p.samples, 2, "{:?}", p.warnings);
+        // Each sample keeps its one frame, also behind an event with a modifier
+        // suffix (`cycles:u:`, `cpu-clock:pppH:`).
+        let leaves: Vec<&str> = p
+            .stacks
+            .iter()
+            .map(|s| p.names[s.frames[0] as usize].as_str())
+            .collect();
+        assert!(leaves.contains(&"_dl_start"), "{leaves:?}");
+        assert!(
+            p.stacks.iter().all(|s| s.frames.len() == 2),
+            "{:?}",
+            p.stacks
+        );
+        let p = fold_str("iperf3 1234 [001] 12345.678901:   10101010 cpu-clock:pppH:  ffffffff81234567 tcp_ack+0x17 ([kernel.kallsyms])\n");
+        assert_eq!(p.stacks.len(), 1);
+        assert_eq!(p.names[p.stacks[0].frames[0] as usize], "tcp_ack");
+        assert_eq!(p.kinds[p.stacks[0].frames[0] as usize], FrameKind::Kernel);
     }
 
     #[test]
     fn garbage_is_counted_not_fatal() {
         let text = "inline-counter 26037  8801.194312:     250000 cpu-clock:uhH:\n\t          THIS_IS_A_WEIRD_LINE\n\nnot a header at all\n";
         let p = fold_str(text);
-        assert_eq!(p.samples, 1);
+        assert_eq!((p.samples, p.dropped_samples), (0, 1));
+        assert_eq!(
+            p.event, "cpu-clock",
+            "a dropped sample still names its event"
+        );
         assert_eq!(p.malformed_lines, 2, "{:?}", p.warnings);
         assert!(p.warnings[0].starts_with("<memory>:2:"), "{:?}", p.warnings);
+    }
+
+    /// The text of a corpus file copied into tests/fixtures/perf-corpus.
+    macro_rules! corpus {
+        ($path:literal) => {
+            include_str!(concat!("../../../../tests/fixtures/perf-corpus/", $path))
+        };
+    }
+
+    /// Issue 14: a sample whose stack is empty or unreadable became a busy stack of
+    /// the process name alone; inferno drops it, and so does kdelta now, counting it.
+    #[test]
+    fn samples_without_a_readable_frame_are_dropped_and_counted() {
+        for file in [
+            corpus!("inferno-collapse-perf/empty-line.txt"),
+            corpus!("inferno-collapse-perf/weird-stack-line.txt"),
+        ] {
+            let p = fold_str(file);
+            assert_eq!((p.samples, p.dropped_samples), (1, 1), "{:?}", p.stacks);
+            assert!(
+                p.stacks.iter().all(|s| s.frames.len() >= 2),
+                "{:?}",
+                p.stacks
+            );
+            assert_eq!(p.malformed_lines, 1, "{:?}", p.warnings);
+        }
+    }
+
+    /// Issue 14: `[unknown]` at a kernel address is kernel code, not user code.
+    #[test]
+    fn unknown_frames_at_kernel_addresses_are_kernel() {
+        let p = fold_str(corpus!("inferno-collapse-perf/single-line-stacks.txt"));
+        let unknown = p
+            .stacks
+            .iter()
+            .map(|s| s.frames[0] as usize)
+            .find(|&f| p.names[f] == "[unknown]")
+            .expect("the [unknown] sample");
+        assert_eq!(p.kinds[unknown], FrameKind::Kernel);
     }
 
     #[test]
