@@ -300,12 +300,39 @@ pub struct Summary {
     pub history: Vec<HistoryPoint>,
 }
 
+/// What a profile's shares are shares of.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// Each sample weighs its period (events counted since the last sample), as
+    /// `perf report` and inferno weigh them: used when every header has a period.
+    Period,
+    /// Each sample weighs 1 (headers without a period, perf 3.x).
+    #[default]
+    Samples,
+}
+
+impl Weighting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weighting::Period => "period",
+            Weighting::Samples => "samples",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SideSummary {
     pub name: String,
     pub kernel: Option<String>,
     pub samples: u64,
     pub busy_samples: u64,
+    /// What the shares of this side weigh: `period` or `samples`.
+    #[serde(default)]
+    pub weighted_by: Weighting,
+    /// Samples dropped because none of their frames could be read.
+    #[serde(default)]
+    pub dropped_samples: u64,
     pub idle_share: f64,
     pub event: String,
     pub repeats: u32,

@@ -68,7 +68,7 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// Charged samples of one side.
+/// Charged weight (period or samples, as [`Profile::weight`]) of one side.
 #[derive(Default)]
 pub(crate) struct Charged {
     pub per_cause: Vec<u64>,
@@ -89,13 +89,15 @@ pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
         ..Default::default()
     };
     for s in p.stacks.iter().filter(|s| !s.idle) {
+        // Weighted as the function shares are (period or samples).
+        let w = p.weight(s);
         let frames = &s.frames[..s.frames.len().saturating_sub(1)];
         match m.charge(frames, &p.names) {
             Some((ci, pos)) => {
-                ch.per_cause[ci] += s.count;
+                ch.per_cause[ci] += w;
                 *ch.per_symbol
                     .entry((ci, p.names[frames[pos] as usize].clone()))
-                    .or_default() += s.count;
+                    .or_default() += w;
                 let list = &mut ch.stacks[ci];
                 // Stacks come sorted by count: the first few are the hottest.
                 if list.len() < 64 {
@@ -107,7 +109,7 @@ pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
                         .collect();
                     // `pos` counts from the leaf; the names run from the root.
                     let charged = s.frames.len() - 1 - pos;
-                    list.push((s.count, names, charged));
+                    list.push((w, names, charged));
                 }
             }
             None => {
@@ -115,7 +117,7 @@ pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
                     || "[no stack]".to_string(),
                     |&f| p.names[f as usize].clone(),
                 );
-                *ch.uncharged_self.entry(leaf).or_default() += s.count;
+                *ch.uncharged_self.entry(leaf).or_default() += w;
             }
         }
     }

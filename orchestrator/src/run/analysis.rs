@@ -174,6 +174,21 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
             base.profile.event, cand.profile.event
         ));
     }
+    if base.profile.weighted_by != cand.profile.weighted_by {
+        caveats.push(format!(
+            "the profiles are weighted differently (by {} vs by {}): one side's headers have no sample periods",
+            base.profile.weighted_by.as_str(),
+            cand.profile.weighted_by.as_str()
+        ));
+    }
+    for c in [base, cand] {
+        if c.profile.dropped_samples > 0 {
+            warnings.push(format!(
+                "{}: dropped {} samples with no readable frame",
+                c.name, c.profile.dropped_samples
+            ));
+        }
+    }
     let config_delta = config_delta(base, cand, &mut caveats);
     let runtime_delta = runtime_changes(base, cand, &mut caveats);
     let mut metrics = metric_deltas(base.metrics.as_ref(), cand.metrics.as_ref());

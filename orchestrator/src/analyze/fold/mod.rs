@@ -23,6 +23,8 @@ use std::path::Path;
 
 use rustc_hash::FxHashMap;
 
+pub use crate::model::Weighting;
+
 mod idle;
 mod line;
 mod partial;
@@ -62,6 +64,8 @@ pub struct Profile {
     pub dropped_samples: u64,
     /// Kept samples (of any event) whose header printed no period.
     pub samples_without_period: u64,
+    /// Period when every kept sample had one, else samples.
+    pub weighted_by: Weighting,
     /// Number of repeats seen (1 when the file has no repeat markers).
     pub repeats: u32,
     pub warnings: Vec<String>,
@@ -77,6 +81,8 @@ pub struct Stack {
     pub idle: bool,
     pub count: u64,
     pub period: u64,
+    /// Sum of the squared periods of the samples (for the effective sample size).
+    pub period_sq: f64,
 }
 
 impl Profile {
@@ -92,6 +98,57 @@ impl Profile {
         }
     }
 
+    /// What a stack weighs in shares: its period sum, or its sample count.
+    pub fn weight(&self, s: &Stack) -> u64 {
+        match self.weighted_by {
+            Weighting::Period => s.period,
+            Weighting::Samples => s.count,
+        }
+    }
+
+    /// Total weight of the busy stacks.
+    pub fn busy_weight(&self) -> u64 {
+        self.stacks
+            .iter()
+            .filter(|s| !s.idle)
+            .fold(0u64, |a, s| a.saturating_add(self.weight(s)))
+    }
+
+    /// Kish's effective sample size of the busy samples, (Σw)²/Σw²: the number of
+    /// equally weighted samples that would carry as much information as these
+    /// unequally weighted ones. Equals the busy sample count when each weighs 1.
+    pub fn busy_effective_samples(&self) -> f64 {
+        let (mut sum, mut sq) = (0.0f64, 0.0f64);
+        for s in self.stacks.iter().filter(|s| !s.idle) {
+            match self.weighted_by {
+                Weighting::Period => {
+                    sum += s.period as f64;
+                    sq += s.period_sq;
+                }
+                Weighting::Samples => {
+                    sum += s.count as f64;
+                    sq += s.count as f64;
+                }
+            }
+        }
+        if sq > 0.0 {
+            sum * sum / sq
+        } else {
+            0.0
+        }
+    }
+
+    /// Busy weight per repeat (index = repeat - 1).
+    pub fn busy_weight_per_repeat(&self) -> Vec<u64> {
+        let mut v = vec![0u64; self.repeats.max(1) as usize];
+        for s in self.stacks.iter().filter(|s| !s.idle) {
+            if let Some(slot) = v.get_mut(s.repeat.saturating_sub(1) as usize) {
+                *slot = slot.saturating_add(self.weight(s));
+            }
+        }
+        v
+    }
+
     /// Busy samples per repeat (index = repeat - 1).
     pub fn busy_per_repeat(&self) -> Vec<u64> {
         let mut v = vec![0u64; self.repeats.max(1) as usize];
@@ -103,7 +160,9 @@ impl Profile {
         v
     }
 
-    /// Folded text (`comm;root;…;leaf count`), the input of inferno's flame graphs.
+    /// Folded text (`comm;root;…;leaf weight`), the input of inferno's flame graphs,
+    /// weighted as the shares are (by period when there are periods, as inferno's
+    /// collapse-perf does).
     /// `busy_only` drops idle stacks so graphs of differently loaded hosts compare.
     pub fn write_folded(&self, mut w: impl io::Write, busy_only: bool) -> io::Result<()> {
         let mut merged: FxHashMap<&[u32], u64> = FxHashMap::default();
@@ -111,7 +170,7 @@ impl Profile {
             if busy_only && s.idle {
                 continue;
             }
-            *merged.entry(&s.frames).or_default() += s.count;
+            *merged.entry(&s.frames).or_default() += self.weight(s);
         }
         let mut lines: Vec<String> = merged
             .into_iter()

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use super::idle::{classify, is_idle};
 use super::line::*;
 use super::reader::{parse_marker, Block};
-use super::{FrameKind, Profile, Stack};
+use super::{FrameKind, Profile, Stack, Weighting};
 
 /// The fold of some blocks, with its own interner.
 #[derive(Default)]
@@ -20,7 +20,8 @@ pub(super) struct Partial {
     classes: Vec<u8>,
     events: Vec<Box<[u8]>>,
     /// Key: [header, frames…] where header = repeat << 9 | event << 1 | idle.
-    stacks: FxHashMap<Box<[u32]>, (u64, u64)>,
+    /// Value: (samples, period sum, sum of squared periods).
+    stacks: FxHashMap<Box<[u32]>, (u64, u64, f64)>,
     /// The first warnings of this worker's blocks, with their line numbers.
     warnings: Vec<(u64, String)>,
     malformed: u64,
@@ -258,11 +259,13 @@ impl Partial {
                 1
             }
         };
+        let sq = (period as f64) * (period as f64);
         if let Some(v) = self.stacks.get_mut(&key[..]) {
             v.0 += 1;
             v.1 = v.1.saturating_add(period);
+            v.2 += sq;
         } else {
-            self.stacks.insert(key.into_boxed_slice(), (1, period));
+            self.stacks.insert(key.into_boxed_slice(), (1, period, sq));
         }
     }
 }
@@ -272,7 +275,7 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
     let mut intern: FxHashMap<(Box<[u8]>, FrameKind), u32> = FxHashMap::default();
     let mut events: Vec<Box<[u8]>> = Vec::new();
     let mut event_counts: Vec<u64> = Vec::new();
-    let mut merged: FxHashMap<Box<[u32]>, (u64, u64)> = FxHashMap::default();
+    let mut merged: FxHashMap<Box<[u32]>, (u64, u64, f64)> = FxHashMap::default();
     let mut malformed = 0;
     let mut warnings = Vec::new();
     let mut dropped: Vec<u64> = Vec::new();
@@ -315,7 +318,7 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
                 dropped[ev as usize] += n;
             }
         }
-        for (key, (count, period)) in part.stacks {
+        for (key, (count, period, period_sq)) in part.stacks {
             let header = key[0];
             let ev = ev_map[((header >> 1) & 0xff) as usize];
             event_counts[ev as usize] += count;
@@ -325,6 +328,7 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
             let e = merged.entry(nk.into_boxed_slice()).or_default();
             e.0 += count;
             e.1 = e.1.saturating_add(period);
+            e.2 += period_sq;
         }
     }
     // The first warnings of the file, whichever worker read them.
@@ -332,6 +336,13 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
     p.warnings = warnings.into_iter().take(max_warn).map(|w| w.1).collect();
     p.malformed_lines = malformed;
     p.samples_without_period = without_period;
+    // Weigh by period as perf report and inferno do, but only when every sample has
+    // one: a mix would weigh the period-less samples 1 against periods of millions.
+    p.weighted_by = if without_period == 0 && !merged.is_empty() {
+        Weighting::Period
+    } else {
+        Weighting::Samples
+    };
     // The most sampled event; on a tie, the first by name (not by which worker
     // happened to see it first).
     // Dropped samples count for their event: a file of frameless samples still
@@ -357,7 +368,7 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
                     .push((String::from_utf8_lossy(e).into_owned(), event_counts[i]));
             }
         }
-        for (key, (count, period)) in merged {
+        for (key, (count, period, period_sq)) in merged {
             let header = key[0];
             if (header >> 1) & 0xff != main {
                 continue;
@@ -373,16 +384,19 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
                 idle,
                 count,
                 period,
+                period_sq,
             });
         }
     }
     // Deterministic order for everything downstream: hottest first, then by the
     // frames' names (their ids depend on which worker met them first).
     let names = &p.names;
+    let by_period = p.weighted_by == Weighting::Period;
+    let weight = |s: &Stack| if by_period { s.period } else { s.count };
     p.stacks.sort_unstable_by(|a, b| {
         let name = |f: &u32| names[*f as usize].as_str();
-        b.count
-            .cmp(&a.count)
+        weight(b)
+            .cmp(&weight(a))
             .then_with(|| a.frames.iter().map(name).cmp(b.frames.iter().map(name)))
             .then(a.repeat.cmp(&b.repeat))
             .then(a.idle.cmp(&b.idle))
