@@ -278,6 +278,8 @@ pub struct Summary {
     pub metrics: Vec<MetricDelta>,
     pub functions: Vec<FunctionDelta>,
     pub config_delta: Vec<ConfigChange>,
+    #[serde(default)]
+    pub config_counts: ConfigDeltaCounts,
     pub runtime_delta: Vec<RuntimeChange>,
     pub attributions: Vec<Attribution>,
     pub unexplained_share: f64,
@@ -491,8 +493,38 @@ pub struct CauseShare {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ConfigChange {
     pub option: String,
+    /// The value; `n` for `# … is not set` (or absent in the same kernel version),
+    /// `(absent)` when the option exists in the other kernel only.
     pub baseline: String,
     pub candidate: String,
+    #[serde(default)]
+    pub kind: ConfigChangeKind,
+}
+
+/// How an option differs (the rule is the config diff's, in `kconfig`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigChangeKind {
+    /// Set on both sides, to different values (`y` ↔ `m`, 250 ↔ 1000).
+    #[default]
+    Value,
+    /// Enabled on one side (`y`, `m`, a value), disabled on the other (`is not set`,
+    /// or absent in the same kernel version).
+    Toggled,
+    /// Absent from one kernel's file across different kernel versions: the symbol
+    /// exists in one kernel only. A version effect, not a knob.
+    OneKernelOnly,
+}
+
+/// How many options of the config delta differ in each way.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigDeltaCounts {
+    pub value: usize,
+    pub toggled: usize,
+    pub one_kernel_only: usize,
+    /// The kernel versions of the two configs (`# Linux/x86 6.1.192 …`), if read.
+    pub baseline_version: Option<String>,
+    pub candidate_version: Option<String>,
 }
 
 /// What a metric did, from its direction and the test.

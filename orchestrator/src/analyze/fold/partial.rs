@@ -239,11 +239,7 @@ impl Partial {
         // A sample with no readable frame would be a stack of the process name only
         // (a busy sample of nothing): drop it and count it, as inferno drops them.
         if c.frames.is_empty() {
-            let ev = c.event as usize;
-            if self.dropped.len() <= ev {
-                self.dropped.resize(ev + 1, 0);
-            }
-            self.dropped[ev] += 1;
+            add_at(&mut self.dropped, c.event as usize, 1);
             return;
         }
         // Idle: the CPU was halted (the leaf is a halt function); see `idle`.
@@ -310,12 +306,9 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
                 }
             })
             .collect();
-        for (i, n) in part.dropped.iter().enumerate() {
+        for (i, &n) in part.dropped.iter().enumerate() {
             if let Some(&ev) = ev_map.get(i) {
-                if dropped.len() <= ev as usize {
-                    dropped.resize(ev as usize + 1, 0);
-                }
-                dropped[ev as usize] += n;
+                add_at(&mut dropped, ev as usize, n);
             }
         }
         for (key, (count, period, period_sq)) in part.stacks {
@@ -388,8 +381,21 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
             });
         }
     }
-    // Deterministic order for everything downstream: hottest first, then by the
-    // frames' names (their ids depend on which worker met them first).
+    sort_stacks(&mut p);
+    p
+}
+
+/// Adds `n` at `i`, growing `v` as needed.
+fn add_at(v: &mut Vec<u64>, i: usize, n: u64) {
+    if v.len() <= i {
+        v.resize(i + 1, 0);
+    }
+    v[i] += n;
+}
+
+/// Deterministic order for everything downstream: hottest first, then by the
+/// frames' names (their ids depend on which worker met them first).
+fn sort_stacks(p: &mut Profile) {
     let names = &p.names;
     let by_period = p.weighted_by == Weighting::Period;
     let weight = |s: &Stack| if by_period { s.period } else { s.count };
@@ -401,5 +407,4 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
             .then(a.repeat.cmp(&b.repeat))
             .then(a.idle.cmp(&b.idle))
     });
-    p
 }
