@@ -818,3 +818,78 @@ fn the_readme_demo_with_two_repeats_reads_regression() {
     );
     assert_eq!(s.attributions[0].cause, "CONFIG_KASAN");
 }
+
+/// Oracle (issue 14): every corpus file in tests/fixtures/perf-corpus folded by kdelta
+/// and by inferno's collapse-perf 0.12.8 (the committed expected file; SOURCE.md there
+/// says how it was made) has the same total weight and the same heaviest leaves.
+/// Known naming differences: inferno brackets a frame named after its object
+/// (`[libc.so]`, kdelta keeps `libc.so`): mapped before comparing. inferno also
+/// tidies Java (`Lorg/x/Y;.m` → `org/x/Y:.m`) and JS names and demangles legacy Rust
+/// symbols where kdelta keeps perf's names: for those files only the weights are
+/// compared (only the total for Rust: demangling merges names that differ by their
+/// hash). Leaves tied at the 5th weight may be cut differently: names are compared
+/// above the cut.
+#[test]
+fn corpus_folds_like_inferno() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/perf-corpus");
+    let expected = std::fs::read_to_string(root.join("inferno-0.12.8.expected")).unwrap();
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for line in expected.lines() {
+        let mut cols = line.split('\t');
+        let (file, total) = (cols.next().unwrap(), cols.next().unwrap());
+        seen += 1;
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let p = fold_str(&text);
+        let got_total: u64 = p.stacks.iter().map(|s| p.weight(s)).sum();
+        let mut by_leaf: BTreeMap<String, u64> = BTreeMap::new();
+        for s in &p.stacks {
+            let leaf = &p.names[s.frames[0] as usize];
+            *by_leaf.entry(leaf.clone()).or_default() += p.weight(s);
+        }
+        let mut top: Vec<(String, u64)> = by_leaf.into_iter().collect();
+        top.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let got_leaves: Vec<String> = top
+            .iter()
+            .take(5)
+            .map(|(l, n)| format!("{l}={n}"))
+            .collect();
+        // Leaves are tab-separated: C++ and Rust names hold commas.
+        let want_leaves: Vec<String> = cols
+            .filter(|l| !l.is_empty())
+            .map(|l| match l.strip_prefix('[') {
+                Some(rest) if !l.starts_with("[unknown]") => rest.replacen("]=", "=", 1),
+                _ => l.to_string(),
+            })
+            .collect();
+        const TIDIED: &[&str] = &[
+            "flamegraph-test/perf-java-stacks-01.txt",
+            "flamegraph-test/perf-js-stacks-01.txt",
+            "flamegraph-test/perf-rust-Yamakaky-dcpu.txt",
+            "inferno-collapse-perf/java-inline.txt",
+        ];
+        let weight = |l: &String| -> u64 {
+            l.rsplit_once('=')
+                .and_then(|(_, n)| n.parse().ok())
+                .unwrap_or(0)
+        };
+        let weights = |v: &[String]| v.iter().map(weight).collect::<Vec<u64>>();
+        let above_cut = |v: &[String]| -> std::collections::BTreeSet<String> {
+            let cut = v.last().map(weight).unwrap_or(0);
+            v.iter().filter(|l| weight(l) > cut).cloned().collect()
+        };
+        let rust = file.ends_with("perf-rust-Yamakaky-dcpu.txt");
+        let same = total.parse::<u64>().ok() == Some(got_total)
+            && (rust || weights(&got_leaves) == weights(&want_leaves))
+            && (TIDIED.contains(&file) || above_cut(&got_leaves) == above_cut(&want_leaves));
+        let got_line = format!("{got_total}\t{}", got_leaves.join(","));
+        let want_line = format!("{total}\t{}", want_leaves.join(","));
+        if !same {
+            bad.push(format!(
+                "{file}:\n  inferno: {want_line}\n  kdelta:  {got_line}"
+            ));
+        }
+    }
+    assert!(seen >= 20, "{seen} files in the expected file");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
