@@ -893,3 +893,58 @@ fn corpus_folds_like_inferno() {
     assert!(seen >= 20, "{seen} files in the expected file");
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
+
+/// Issue 14: an option that exists in one kernel only (absent from the other
+/// kernel's file, across kernel versions) is a version effect, not a knob: never
+/// blamed. In the same version an absent option is off because its dependency is,
+/// and stays blamable (the KASAN demo without its `# CONFIG_KASAN is not set` line).
+#[test]
+fn options_of_one_kernel_only_are_not_blamed_as_knobs() {
+    let hosts =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/runs/qemu-kasan-2x2/hosts");
+    let setup = AnalysisSetup::default().load().unwrap();
+    for (version, blamed) in [("6.1.192", true), ("6.12.117", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        for side in ["baseline", "candidate"] {
+            let status = std::process::Command::new("cp")
+                .arg("-r")
+                .arg(hosts.join(side))
+                .arg(tmp.path().join(side))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let cfg = tmp.path().join("baseline/kernel.config");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let text = text.replace("# CONFIG_KASAN is not set\n", "").replace(
+            "Linux/x86 6.1.192 Kernel",
+            &format!("Linux/x86 {version} Kernel"),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        let a = kdelta::run::analysis::analyze_folders(
+            &tmp.path().join("baseline"),
+            &tmp.path().join("candidate"),
+            &setup,
+        )
+        .unwrap();
+        let s = a.summary;
+        let kasan = s
+            .config_delta
+            .iter()
+            .find(|c| c.option == "CONFIG_KASAN")
+            .expect("CONFIG_KASAN differs");
+        let kasan_blamed = s.attributions.iter().any(|x| x.cause == "CONFIG_KASAN");
+        assert_eq!(
+            kasan_blamed, blamed,
+            "{version}: {kasan:?} {:?}",
+            s.attributions
+        );
+        assert_eq!(kasan.baseline, if blamed { "n" } else { "(absent)" });
+        assert_eq!(
+            s.config_counts.one_kernel_only > 0,
+            !blamed,
+            "{:?}",
+            s.config_counts
+        );
+    }
+}
