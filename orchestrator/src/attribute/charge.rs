@@ -81,6 +81,17 @@ pub(crate) struct Charged {
     pub uncharged_self: BTreeMap<String, u64>,
 }
 
+/// A leaf's name for the unexplained list: `[unknown]` is every symbol-less frame
+/// of every process and of the kernel; split at least into kernel and user code.
+fn leaf_name(p: &Profile, f: u32) -> String {
+    let name = &p.names[f as usize];
+    match (name.as_str(), p.kinds[f as usize]) {
+        ("[unknown]", FrameKind::Kernel) => "[unknown kernel]".to_string(),
+        ("[unknown]", _) => "[unknown user]".to_string(),
+        _ => name.clone(),
+    }
+}
+
 pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
     let m = Matcher::new(causes, p);
     let mut ch = Charged {
@@ -113,13 +124,31 @@ pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
                 }
             }
             None => {
-                let leaf = frames.first().map_or_else(
-                    || "[no stack]".to_string(),
-                    |&f| p.names[f as usize].clone(),
-                );
+                let leaf = frames
+                    .first()
+                    .map_or_else(|| "[no stack]".to_string(), |&f| leaf_name(p, f));
                 *ch.uncharged_self.entry(leaf).or_default() += w;
             }
         }
     }
     ch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::fold::fold_str;
+
+    /// Issue 14: all `[unknown]` leaves merged into one "function", user code even at
+    /// kernel addresses.
+    #[test]
+    fn unknown_leaves_are_kernel_or_user() {
+        let p = fold_str(
+            "a 1 [000] 1.0: 1 cpu-clock: \n\tffffffff9b201293 [unknown] ([unknown])\n\n\
+             a 1 [000] 1.1: 1 cpu-clock: \n\t7f0000001000 [unknown] ([unknown])\n\n",
+        );
+        let ch = charge_side(&p, &[]);
+        let keys: Vec<&str> = ch.uncharged_self.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["[unknown kernel]", "[unknown user]"]);
+    }
 }
