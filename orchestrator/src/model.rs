@@ -278,6 +278,8 @@ pub struct Summary {
     pub metrics: Vec<MetricDelta>,
     pub functions: Vec<FunctionDelta>,
     pub config_delta: Vec<ConfigChange>,
+    #[serde(default)]
+    pub config_counts: ConfigDeltaCounts,
     pub runtime_delta: Vec<RuntimeChange>,
     pub attributions: Vec<Attribution>,
     pub unexplained_share: f64,
@@ -300,12 +302,39 @@ pub struct Summary {
     pub history: Vec<HistoryPoint>,
 }
 
+/// What a profile's shares are shares of.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Weighting {
+    /// Each sample weighs its period (events counted since the last sample), as
+    /// `perf report` and inferno weigh them: used when every header has a period.
+    Period,
+    /// Each sample weighs 1 (headers without a period, perf 3.x).
+    #[default]
+    Samples,
+}
+
+impl Weighting {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weighting::Period => "period",
+            Weighting::Samples => "samples",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SideSummary {
     pub name: String,
     pub kernel: Option<String>,
     pub samples: u64,
     pub busy_samples: u64,
+    /// What the shares of this side weigh: `period` or `samples`.
+    #[serde(default)]
+    pub weighted_by: Weighting,
+    /// Samples dropped because none of their frames could be read.
+    #[serde(default)]
+    pub dropped_samples: u64,
     pub idle_share: f64,
     pub event: String,
     pub repeats: u32,
@@ -464,8 +493,38 @@ pub struct CauseShare {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ConfigChange {
     pub option: String,
+    /// The value; `n` for `# … is not set` (or absent in the same kernel version),
+    /// `(absent)` when the option exists in the other kernel only.
     pub baseline: String,
     pub candidate: String,
+    #[serde(default)]
+    pub kind: ConfigChangeKind,
+}
+
+/// How an option differs (the rule is the config diff's, in `kconfig`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigChangeKind {
+    /// Set on both sides, to different values (`y` ↔ `m`, 250 ↔ 1000).
+    #[default]
+    Value,
+    /// Enabled on one side (`y`, `m`, a value), disabled on the other (`is not set`,
+    /// or absent in the same kernel version).
+    Toggled,
+    /// Absent from one kernel's file across different kernel versions: the symbol
+    /// exists in one kernel only. A version effect, not a knob.
+    OneKernelOnly,
+}
+
+/// How many options of the config delta differ in each way.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConfigDeltaCounts {
+    pub value: usize,
+    pub toggled: usize,
+    pub one_kernel_only: usize,
+    /// The kernel versions of the two configs (`# Linux/x86 6.1.192 …`), if read.
+    pub baseline_version: Option<String>,
+    pub candidate_version: Option<String>,
 }
 
 /// What a metric did, from its direction and the test.

@@ -129,6 +129,8 @@ pub fn side_summary(c: &Capture) -> SideSummary {
         kernel: f.and_then(|f| f.kernel.clone()),
         samples: c.profile.samples,
         busy_samples: c.profile.busy_samples(),
+        weighted_by: c.profile.weighted_by,
+        dropped_samples: c.profile.dropped_samples,
         idle_share: c.profile.idle_share(),
         event: c.profile.event.clone(),
         repeats: c.profile.repeats,

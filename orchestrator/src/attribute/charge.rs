@@ -68,7 +68,7 @@ impl<'a> Matcher<'a> {
     }
 }
 
-/// Charged samples of one side.
+/// Charged weight (period or samples, as [`Profile::weight`]) of one side.
 #[derive(Default)]
 pub(crate) struct Charged {
     pub per_cause: Vec<u64>,
@@ -81,6 +81,17 @@ pub(crate) struct Charged {
     pub uncharged_self: BTreeMap<String, u64>,
 }
 
+/// A leaf's name for the unexplained list: `[unknown]` is every symbol-less frame
+/// of every process and of the kernel; split at least into kernel and user code.
+fn leaf_name(p: &Profile, f: u32) -> String {
+    let name = &p.names[f as usize];
+    match (name.as_str(), p.kinds[f as usize]) {
+        ("[unknown]", FrameKind::Kernel) => "[unknown kernel]".to_string(),
+        ("[unknown]", _) => "[unknown user]".to_string(),
+        _ => name.clone(),
+    }
+}
+
 pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
     let m = Matcher::new(causes, p);
     let mut ch = Charged {
@@ -89,13 +100,15 @@ pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
         ..Default::default()
     };
     for s in p.stacks.iter().filter(|s| !s.idle) {
+        // Weighted as the function shares are (period or samples).
+        let w = p.weight(s);
         let frames = &s.frames[..s.frames.len().saturating_sub(1)];
         match m.charge(frames, &p.names) {
             Some((ci, pos)) => {
-                ch.per_cause[ci] += s.count;
+                ch.per_cause[ci] += w;
                 *ch.per_symbol
                     .entry((ci, p.names[frames[pos] as usize].clone()))
-                    .or_default() += s.count;
+                    .or_default() += w;
                 let list = &mut ch.stacks[ci];
                 // Stacks come sorted by count: the first few are the hottest.
                 if list.len() < 64 {
@@ -107,17 +120,35 @@ pub(crate) fn charge_side(p: &Profile, causes: &[Cause]) -> Charged {
                         .collect();
                     // `pos` counts from the leaf; the names run from the root.
                     let charged = s.frames.len() - 1 - pos;
-                    list.push((s.count, names, charged));
+                    list.push((w, names, charged));
                 }
             }
             None => {
-                let leaf = frames.first().map_or_else(
-                    || "[no stack]".to_string(),
-                    |&f| p.names[f as usize].clone(),
-                );
-                *ch.uncharged_self.entry(leaf).or_default() += s.count;
+                let leaf = frames
+                    .first()
+                    .map_or_else(|| "[no stack]".to_string(), |&f| leaf_name(p, f));
+                *ch.uncharged_self.entry(leaf).or_default() += w;
             }
         }
     }
     ch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::fold::fold_str;
+
+    /// Issue 14: all `[unknown]` leaves merged into one "function", user code even at
+    /// kernel addresses.
+    #[test]
+    fn unknown_leaves_are_kernel_or_user() {
+        let p = fold_str(
+            "a 1 [000] 1.0: 1 cpu-clock: \n\tffffffff9b201293 [unknown] ([unknown])\n\n\
+             a 1 [000] 1.1: 1 cpu-clock: \n\t7f0000001000 [unknown] ([unknown])\n\n",
+        );
+        let ch = charge_side(&p, &[]);
+        let keys: Vec<&str> = ch.uncharged_self.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["[unknown kernel]", "[unknown user]"]);
+    }
 }

@@ -58,8 +58,33 @@ pub struct AttributionResult {
 struct Sides {
     base: Charged,
     cand: Charged,
+    /// Busy weight of each side.
     base_busy: u64,
     cand_busy: u64,
+    /// Effective busy samples of each side (Kish), for the tests.
+    base_ess: f64,
+    cand_ess: f64,
+}
+
+impl Sides {
+    /// Two-proportion p of charged weights `xb`, `xc`, each taken as its share of
+    /// the busy weight times the side's effective sample size (equal to the sample
+    /// counts when samples weigh 1; see `SideCounts::as_samples` for why).
+    fn p(&self, xb: u64, xc: u64) -> f64 {
+        let scaled = |x: u64, busy: u64, ess: f64| -> u64 {
+            if busy == 0 {
+                0
+            } else {
+                (x as f64 / busy as f64 * ess).round() as u64
+            }
+        };
+        two_proportion_p(
+            scaled(xc, self.cand_busy, self.cand_ess),
+            self.cand_ess.round() as u64,
+            scaled(xb, self.base_busy, self.base_ess),
+            self.base_ess.round() as u64,
+        )
+    }
 }
 
 fn share(x: u64, n: u64) -> f64 {
@@ -82,8 +107,10 @@ pub fn attribute(
     let sides = Sides {
         base: charge_side(base, causes),
         cand: charge_side(cand, causes),
-        base_busy: base.busy_samples(),
-        cand_busy: cand.busy_samples(),
+        base_busy: base.busy_weight(),
+        cand_busy: cand.busy_weight(),
+        base_ess: base.busy_effective_samples(),
+        cand_ess: cand.busy_effective_samples(),
     };
     let mut out = Vec::new();
     let mut caveats = Vec::new();
@@ -128,7 +155,7 @@ fn rank(i: usize, c: &Cause, s: &Sides, opts: &AttributeOptions) -> Ranked {
     let (xb, xc) = (s.base.per_cause[i], s.cand.per_cause[i]);
     let (sb, sc) = (share(xb, s.base_busy), share(xc, s.cand_busy));
     let explained = sc - sb;
-    let p = two_proportion_p(xc, s.cand_busy, xb, s.base_busy);
+    let p = s.p(xb, xc);
     if explained.abs() < opts.min_share || p > opts.max_p {
         return Ranked::TooSmall;
     }
@@ -237,7 +264,7 @@ fn unexplained(s: &Sides, sign: f64) -> (Vec<FunctionShare>, f64) {
         let xb = s.base.uncharged_self.get(f).copied().unwrap_or(0);
         let xc = s.cand.uncharged_self.get(f).copied().unwrap_or(0);
         let d = share(xc, s.cand_busy) - share(xb, s.base_busy);
-        if sign * d > 0.001 && two_proportion_p(xc, s.cand_busy, xb, s.base_busy) < 1e-3 {
+        if sign * d > 0.001 && s.p(xb, xc) < 1e-3 {
             out.push(FunctionShare {
                 symbol: f.clone(),
                 baseline_share: share(xb, s.base_busy),

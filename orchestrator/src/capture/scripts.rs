@@ -91,11 +91,15 @@ true
 
 /// Converts one repeat's recording to text, with its repeat marker, compressed on
 /// the host when it has zstd.
+///
+/// The text starts with the marker line, no blank line before it: a file whose first
+/// line is blank makes inferno's collapse-perf (0.12.8) panic, and the blank line the
+/// previous repeat's text ends with already separates the frames.
 pub fn script_script(work: &str, repeat: u32, remote_zstd: bool) -> String {
     let w = quote(work);
     let compress = if remote_zstd { " | zstd -q -c -3" } else { "" };
     format!(
-        "cd {w}\n{{ echo; echo \"# kdelta-repeat: {repeat}\"; perf script -i perf-{repeat}.data --no-inline 2>>perf-script.err || perf script -i perf-{repeat}.data 2>>perf-script.err; echo; }}{compress}\n"
+        "cd {w}\n{{ echo \"# kdelta-repeat: {repeat}\"; perf script -i perf-{repeat}.data --no-inline 2>>perf-script.err || perf script -i perf-{repeat}.data 2>>perf-script.err; echo; }}{compress}\n"
     )
 }
 
@@ -108,4 +112,48 @@ pub fn stat_collect_script(work: &str, repeat: u32) -> String {
 
 pub fn server_log_script(work: &str, repeat: u32) -> String {
     format!("cat {}/server-{repeat}.log 2>/dev/null; true", quote(work))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 14: the text of each repeat began with a blank line, so a decompressed
+    /// perf.script.zst did too. Runs the script with a stand-in `perf` and checks the
+    /// two repeats' texts, concatenated as the run appends them, start with the marker
+    /// and still fold as two repeats.
+    #[test]
+    fn script_text_starts_with_the_marker_not_a_blank_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("perf");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\nprintf 'cmd 1 [000] 1.0: 1 cpu-clock: \\n\\tffffffff81000001 tcp_ack+0x1 ([kernel.kallsyms])\\n\\n'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut text = String::new();
+        for rep in 1..=2 {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script_script(&dir.path().display().to_string(), rep, false))
+                .env("PATH", &path)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            text.push_str(&String::from_utf8(out.stdout).unwrap());
+        }
+        assert!(
+            text.starts_with("# kdelta-repeat: 1\ncmd 1 [000]"),
+            "{text:?}"
+        );
+        let p = crate::analyze::fold::fold_str(&text);
+        assert_eq!((p.repeats, p.samples), (2, 2), "{text:?}");
+    }
 }

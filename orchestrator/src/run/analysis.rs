@@ -19,9 +19,9 @@ use crate::gate::decision::{self, CpuEvidence};
 use crate::gate::verdict::{verdict, VerdictInput};
 use crate::kconfig;
 use crate::model::{
-    Assessment, Attribution, Confidence, ConfigChange, DecisionStatus, HostsRecord, KeyKind,
-    MetricDecision, MetricDelta, PhaseStatus, ProviderKind, Role, RunRecord, RuntimeChange,
-    Summary, Verdict,
+    Assessment, Attribution, Confidence, ConfigChange, ConfigChangeKind, ConfigDeltaCounts,
+    DecisionStatus, HostsRecord, KeyKind, MetricDecision, MetricDelta, PhaseStatus, ProviderKind,
+    Role, RunRecord, RuntimeChange, Summary, Verdict,
 };
 use crate::rundir::RunDir;
 
@@ -174,7 +174,14 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
             base.profile.event, cand.profile.event
         ));
     }
-    let config_delta = config_delta(base, cand, &mut caveats);
+    if base.profile.weighted_by != cand.profile.weighted_by {
+        caveats.push(format!(
+            "the profiles are weighted differently (by {} vs by {}): one side's headers have no sample periods",
+            base.profile.weighted_by.as_str(),
+            cand.profile.weighted_by.as_str()
+        ));
+    }
+    let (config_delta, config_counts) = config_delta(base, cand, &mut caveats);
     let runtime_delta = runtime_changes(base, cand, &mut caveats);
     let mut metrics = metric_deltas(base.metrics.as_ref(), cand.metrics.as_ref());
     for m in &mut metrics {
@@ -243,6 +250,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         metrics,
         functions,
         config_delta,
+        config_counts,
         runtime_delta,
         attributions: attr.attributions,
         unexplained_share: attr.unexplained_share,
@@ -329,6 +337,12 @@ fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>
             c.profile.busy_samples()
         ));
     }
+    if c.profile.dropped_samples > 0 {
+        warnings.push(format!(
+            "{}: dropped {} samples with no readable frame",
+            c.name, c.profile.dropped_samples
+        ));
+    }
     for (ev, n) in &c.profile.other_events {
         warnings.push(format!(
             "{}: ignored {n} samples of event {ev} (analysed: {})",
@@ -338,17 +352,31 @@ fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>
     Ok(())
 }
 
-fn config_delta(base: &Capture, cand: &Capture, caveats: &mut Vec<String>) -> Vec<ConfigChange> {
+fn config_delta(
+    base: &Capture,
+    cand: &Capture,
+    caveats: &mut Vec<String>,
+) -> (Vec<ConfigChange>, ConfigDeltaCounts) {
     let (Some(b), Some(c)) = (&base.config, &cand.config) else {
         caveats.push("kernel config missing on one side: config options cannot be blamed".into());
-        return vec![];
+        return (vec![], ConfigDeltaCounts::default());
     };
     if let (Some(ab), Some(ac)) = (b.arch(), c.arch()) {
         if ab != ac {
             caveats.push(format!("architectures differ: {ab} vs {ac}: most config and function differences follow from that"));
         }
     }
-    kconfig::diff(b, c)
+    let delta = kconfig::diff(b, c);
+    let counts = kconfig::counts(&delta, b, c);
+    if counts.one_kernel_only > 0 {
+        caveats.push(format!(
+            "{} config options exist in one kernel only (kernel versions {} vs {}): version effects, not blamed as knobs",
+            counts.one_kernel_only,
+            counts.baseline_version.as_deref().unwrap_or("?"),
+            counts.candidate_version.as_deref().unwrap_or("?"),
+        ));
+    }
+    (delta, counts)
 }
 
 /// The runtime delta, and a caveat for each confounder (kernel version, hardware).
@@ -388,6 +416,14 @@ fn causes(
     runtime_delta: &[RuntimeChange],
     [sb, sc]: [&SideCounts; 2],
 ) -> Result<Vec<Cause>> {
+    // Options of one kernel only are version effects: listed apart, never blamed
+    // as a knob (they change with everything else between the two versions).
+    let knobs: Vec<ConfigChange> = config_delta
+        .iter()
+        .filter(|c| c.kind != ConfigChangeKind::OneKernelOnly)
+        .cloned()
+        .collect();
+    let config_delta = knobs.as_slice();
     let mut causes = cause::build_causes(&a.kb, config_delta, runtime_delta);
     let mut covered = a.kb.covered_options();
     if let Some(src) = &a.kernel_src {

@@ -101,7 +101,11 @@ pub(super) fn parse_frame(line: &[u8]) -> Option<(&[u8], FrameKind)> {
         },
         _ => (rest, &rest[..0]),
     };
+    // An `[unknown]` object at a kernel address (x86-64/arm64 kernel space is the
+    // top half: 16 hex digits from 0xffff…) is kernel code whose symbol perf lacked.
+    let kernel_addr = hex_len == 16 && line.starts_with(b"ffff");
     let kind = if dso.starts_with(b"[kernel")
+        || (dso == b"[unknown]" && kernel_addr)
         || dso.ends_with(b".ko")
         || dso.ends_with(b"vmlinux")
         || dso.starts_with(b"bpf_prog_")

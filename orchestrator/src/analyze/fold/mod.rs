@@ -23,6 +23,8 @@ use std::path::Path;
 
 use rustc_hash::FxHashMap;
 
+pub use crate::model::Weighting;
+
 mod idle;
 mod line;
 mod partial;
@@ -57,6 +59,13 @@ pub struct Profile {
     pub other_events: Vec<(String, u64)>,
     pub samples: u64,
     pub idle_samples: u64,
+    /// Samples of the event dropped because no frame of theirs could be read (a
+    /// header with an empty or unreadable stack): inferno drops them too.
+    pub dropped_samples: u64,
+    /// Kept samples (of any event) whose header printed no period.
+    pub samples_without_period: u64,
+    /// Period when every kept sample had one, else samples.
+    pub weighted_by: Weighting,
     /// Number of repeats seen (1 when the file has no repeat markers).
     pub repeats: u32,
     pub warnings: Vec<String>,
@@ -72,6 +81,8 @@ pub struct Stack {
     pub idle: bool,
     pub count: u64,
     pub period: u64,
+    /// Sum of the squared periods of the samples (for the effective sample size).
+    pub period_sq: f64,
 }
 
 impl Profile {
@@ -87,6 +98,57 @@ impl Profile {
         }
     }
 
+    /// What a stack weighs in shares: its period sum, or its sample count.
+    pub fn weight(&self, s: &Stack) -> u64 {
+        match self.weighted_by {
+            Weighting::Period => s.period,
+            Weighting::Samples => s.count,
+        }
+    }
+
+    /// Total weight of the busy stacks.
+    pub fn busy_weight(&self) -> u64 {
+        self.stacks
+            .iter()
+            .filter(|s| !s.idle)
+            .fold(0u64, |a, s| a.saturating_add(self.weight(s)))
+    }
+
+    /// Kish's effective sample size of the busy samples, (Σw)²/Σw²: the number of
+    /// equally weighted samples that would carry as much information as these
+    /// unequally weighted ones. Equals the busy sample count when each weighs 1.
+    pub fn busy_effective_samples(&self) -> f64 {
+        let (mut sum, mut sq) = (0.0f64, 0.0f64);
+        for s in self.stacks.iter().filter(|s| !s.idle) {
+            match self.weighted_by {
+                Weighting::Period => {
+                    sum += s.period as f64;
+                    sq += s.period_sq;
+                }
+                Weighting::Samples => {
+                    sum += s.count as f64;
+                    sq += s.count as f64;
+                }
+            }
+        }
+        if sq > 0.0 {
+            sum * sum / sq
+        } else {
+            0.0
+        }
+    }
+
+    /// Busy weight per repeat (index = repeat - 1).
+    pub fn busy_weight_per_repeat(&self) -> Vec<u64> {
+        let mut v = vec![0u64; self.repeats.max(1) as usize];
+        for s in self.stacks.iter().filter(|s| !s.idle) {
+            if let Some(slot) = v.get_mut(s.repeat.saturating_sub(1) as usize) {
+                *slot = slot.saturating_add(self.weight(s));
+            }
+        }
+        v
+    }
+
     /// Busy samples per repeat (index = repeat - 1).
     pub fn busy_per_repeat(&self) -> Vec<u64> {
         let mut v = vec![0u64; self.repeats.max(1) as usize];
@@ -98,7 +160,9 @@ impl Profile {
         v
     }
 
-    /// Folded text (`comm;root;…;leaf count`), the input of inferno's flame graphs.
+    /// Folded text (`comm;root;…;leaf weight`), the input of inferno's flame graphs,
+    /// weighted as the shares are (by period when there are periods, as inferno's
+    /// collapse-perf does).
     /// `busy_only` drops idle stacks so graphs of differently loaded hosts compare.
     pub fn write_folded(&self, mut w: impl io::Write, busy_only: bool) -> io::Result<()> {
         let mut merged: FxHashMap<&[u32], u64> = FxHashMap::default();
@@ -106,7 +170,7 @@ impl Profile {
             if busy_only && s.idle {
                 continue;
             }
-            *merged.entry(&s.frames).or_default() += s.count;
+            *merged.entry(&s.frames).or_default() += self.weight(s);
         }
         let mut lines: Vec<String> = merged
             .into_iter()
@@ -232,6 +296,104 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
         assert_eq!(p.kinds[top.frames[2] as usize], FrameKind::User);
     }
 
+    /// Issue 14: idle is a halted CPU (halt function as leaf), not "anything on the
+    /// idle loop's stack": scheduler and tick work of the idle task, polling idle and
+    /// old kernels' IPI entries on an idle CPU are busy.
+    #[test]
+    fn idle_means_halted() {
+        let sample = |frames: &[&str]| {
+            let mut t = String::from("swapper     0 [000] 1.0: 1 cpu-clock: \n");
+            for f in frames {
+                t.push_str(&format!("\tffffffff81000001 {f}+0x5 ([kernel.kallsyms])\n"));
+            }
+            t.push('\n');
+            t
+        };
+        let cases: &[(&[&str], bool)] = &[
+            (
+                &[
+                    "native_safe_halt",
+                    "default_idle",
+                    "arch_cpu_idle",
+                    "do_idle",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "pv_native_safe_halt",
+                    "default_idle",
+                    "default_idle_call",
+                    "do_idle",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "intel_idle",
+                    "cpuidle_enter_state",
+                    "cpuidle_enter",
+                    "do_idle",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "xen_hypercall_sched_op",
+                    "default_idle",
+                    "arch_cpu_idle",
+                    "cpu_startup_entry",
+                ],
+                true,
+            ),
+            (
+                &[
+                    "finish_task_switch",
+                    "__schedule",
+                    "schedule_idle",
+                    "do_idle",
+                ],
+                false,
+            ),
+            (&["tick_nohz_idle_enter", "do_idle"], false),
+            (&["tick_nohz_idle_exit", "do_idle"], false),
+            (&["call_cpuidle", "do_idle"], false),
+            (&["haltpoll_reflect", "haltpoll_select", "do_idle"], false),
+            (
+                &[
+                    "poll_idle",
+                    "cpuidle_enter_state",
+                    "cpuidle_enter",
+                    "do_idle",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "scheduler_ipi",
+                    "smp_reschedule_interrupt",
+                    "reschedule_interrupt",
+                    "cpu_idle",
+                ],
+                false,
+            ),
+            (
+                &[
+                    "generic_smp_call_function_single_interrupt",
+                    "call_function_single_interrupt",
+                    "cpu_idle",
+                ],
+                false,
+            ),
+            (&["xen_hypercall_sched_op", "xen_yield"], false),
+        ];
+        for (frames, idle) in cases {
+            let p = fold_str(&sample(frames));
+            assert_eq!(p.samples, 1, "{frames:?}");
+            assert_eq!(p.idle_samples == 1, *idle, "{frames:?}");
+        }
+    }
+
     #[test]
     fn repeats_and_events() {
         let text = format!(
@@ -327,15 +489,75 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
         let text = "           false 39654 19115.489713:          1 cycles:u:  ffffffff9b201293 [unknown] ([unknown])\n           false 39654 19115.489719:          1 cycles:      7fa68b1f2d84 _dl_start+0x4 (/usr/lib/ld-2.31.so)\n";
         let p = fold_str(text);
         assert_eq!(p.samples, 2, "{:?}", p.warnings);
+        // Each sample keeps its one frame, also behind an event with a modifier
+        // suffix (`cycles:u:`, `cpu-clock:pppH:`).
+        let leaves: Vec<&str> = p
+            .stacks
+            .iter()
+            .map(|s| p.names[s.frames[0] as usize].as_str())
+            .collect();
+        assert!(leaves.contains(&"_dl_start"), "{leaves:?}");
+        assert!(
+            p.stacks.iter().all(|s| s.frames.len() == 2),
+            "{:?}",
+            p.stacks
+        );
+        let p = fold_str("iperf3 1234 [001] 12345.678901:   10101010 cpu-clock:pppH:  ffffffff81234567 tcp_ack+0x17 ([kernel.kallsyms])\n");
+        assert_eq!(p.stacks.len(), 1);
+        assert_eq!(p.names[p.stacks[0].frames[0] as usize], "tcp_ack");
+        assert_eq!(p.kinds[p.stacks[0].frames[0] as usize], FrameKind::Kernel);
     }
 
     #[test]
     fn garbage_is_counted_not_fatal() {
         let text = "inline-counter 26037  8801.194312:     250000 cpu-clock:uhH:\n\t          THIS_IS_A_WEIRD_LINE\n\nnot a header at all\n";
         let p = fold_str(text);
-        assert_eq!(p.samples, 1);
+        assert_eq!((p.samples, p.dropped_samples), (0, 1));
+        assert_eq!(
+            p.event, "cpu-clock",
+            "a dropped sample still names its event"
+        );
         assert_eq!(p.malformed_lines, 2, "{:?}", p.warnings);
         assert!(p.warnings[0].starts_with("<memory>:2:"), "{:?}", p.warnings);
+    }
+
+    /// The text of a corpus file copied into tests/fixtures/perf-corpus.
+    macro_rules! corpus {
+        ($path:literal) => {
+            include_str!(concat!("../../../../tests/fixtures/perf-corpus/", $path))
+        };
+    }
+
+    /// Issue 14: a sample whose stack is empty or unreadable became a busy stack of
+    /// the process name alone; inferno drops it, and so does kdelta now, counting it.
+    #[test]
+    fn samples_without_a_readable_frame_are_dropped_and_counted() {
+        for file in [
+            corpus!("inferno-collapse-perf/empty-line.txt"),
+            corpus!("inferno-collapse-perf/weird-stack-line.txt"),
+        ] {
+            let p = fold_str(file);
+            assert_eq!((p.samples, p.dropped_samples), (1, 1), "{:?}", p.stacks);
+            assert!(
+                p.stacks.iter().all(|s| s.frames.len() >= 2),
+                "{:?}",
+                p.stacks
+            );
+            assert_eq!(p.malformed_lines, 1, "{:?}", p.warnings);
+        }
+    }
+
+    /// Issue 14: `[unknown]` at a kernel address is kernel code, not user code.
+    #[test]
+    fn unknown_frames_at_kernel_addresses_are_kernel() {
+        let p = fold_str(corpus!("inferno-collapse-perf/single-line-stacks.txt"));
+        let unknown = p
+            .stacks
+            .iter()
+            .map(|s| s.frames[0] as usize)
+            .find(|&f| p.names[f] == "[unknown]")
+            .expect("the [unknown] sample");
+        assert_eq!(p.kinds[unknown], FrameKind::Kernel);
     }
 
     #[test]

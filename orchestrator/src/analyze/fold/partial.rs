@@ -3,10 +3,10 @@
 
 use rustc_hash::FxHashMap;
 
-use super::idle::{classify, CLASS_IDLE, CLASS_IRQ};
+use super::idle::{classify, is_idle};
 use super::line::*;
 use super::reader::{parse_marker, Block};
-use super::{FrameKind, Profile, Stack};
+use super::{FrameKind, Profile, Stack, Weighting};
 
 /// The fold of some blocks, with its own interner.
 #[derive(Default)]
@@ -20,18 +20,24 @@ pub(super) struct Partial {
     classes: Vec<u8>,
     events: Vec<Box<[u8]>>,
     /// Key: [header, frames…] where header = repeat << 9 | event << 1 | idle.
-    stacks: FxHashMap<Box<[u32]>, (u64, u64)>,
+    /// Value: (samples, period sum, sum of squared periods).
+    stacks: FxHashMap<Box<[u32]>, (u64, u64, f64)>,
     /// The first warnings of this worker's blocks, with their line numbers.
     warnings: Vec<(u64, String)>,
     malformed: u64,
     max_repeat: u32,
+    /// Samples without one readable frame, per event id: dropped, as inferno does.
+    dropped: Vec<u64>,
+    /// Kept samples whose header has no period (any event).
+    without_period: u64,
 }
 
 /// The sample being read.
 struct Current {
     header_ok: bool,
-    pid0: bool,
-    period: u64,
+    /// The sample's period as printed (`perf script -F period`); perf 3.x and
+    /// some field selections print none.
+    period: Option<u64>,
     event: u32,
     comm: u32,
     frames: Vec<u32>,
@@ -183,47 +189,43 @@ impl Partial {
         if anchor == 0 {
             return None;
         }
-        let (pid_at, comm_end) = if is_pid(toks[anchor - 1].1) && anchor >= 2 {
-            (Some(anchor - 1), anchor - 1)
+        let comm_end = if is_pid(toks[anchor - 1].1) && anchor >= 2 {
+            anchor - 1
         } else {
-            (None, anchor)
+            anchor
         };
         let comm_start = toks[0].0;
         let comm_last = toks[comm_end - 1];
         let comm = &line[comm_start..comm_last.0 + comm_last.1.len()];
-        let pid0 = pid_at.is_some_and(|i| {
-            let t = toks[i].1;
-            t == b"0" || t.starts_with(b"0/")
-        });
 
         let mut i = anchor;
         while i < toks.len() && (is_cpu(toks[i].1) || is_time(toks[i].1)) {
             i += 1;
         }
-        let mut period = 1u64;
+        let mut period = None;
         if let Some((_, t)) = toks.get(i) {
             if t.iter().all(u8::is_ascii_digit) {
-                period = parse_u64(t).unwrap_or(1).max(1);
+                period = parse_u64(t);
                 i += 1;
             }
         }
-        let (ev_pos, ev) = *toks.get(i)?;
-        if ev.last() != Some(&b':') {
+        let (ev_pos, ev_tok) = *toks.get(i)?;
+        if ev_tok.last() != Some(&b':') {
             return None;
         }
-        let ev = normalize_event(&ev[..ev.len() - 1]);
+        let ev = normalize_event(&ev_tok[..ev_tok.len() - 1]);
         let event = self.event_id(ev);
         let comm = self.intern(comm, FrameKind::Comm);
         let mut c = Current {
             header_ok: true,
-            pid0,
             period,
             event,
             comm,
             frames: Vec::with_capacity(32),
         };
-        // Single-line samples: the frame follows the event on the same line.
-        let rest = trim_start(&line[ev_pos + ev.len() + 1..]);
+        // Single-line samples: the frame follows the event on the same line. Cut after
+        // the event token as printed (`cycles:u:`), not its normalized name (`cycles`).
+        let rest = trim_start(&line[ev_pos + ev_tok.len()..]);
         if !rest.is_empty() {
             if let Some((name, kind)) = parse_frame(rest) {
                 let id = self.intern(name, kind);
@@ -234,28 +236,32 @@ impl Partial {
     }
 
     fn flush(&mut self, c: Current, repeat: u32) {
-        // Idle: the nearest of (idle-loop function, interrupt entry) to the leaf is the
-        // idle loop; or no stack at all on the idle task.
-        let mut idle = c.frames.is_empty() && c.pid0;
-        for &f in &c.frames {
-            match self.classes[f as usize] {
-                CLASS_IDLE => {
-                    idle = true;
-                    break;
-                }
-                CLASS_IRQ => break,
-                _ => {}
-            }
+        // A sample with no readable frame would be a stack of the process name only
+        // (a busy sample of nothing): drop it and count it, as inferno drops them.
+        if c.frames.is_empty() {
+            add_at(&mut self.dropped, c.event as usize, 1);
+            return;
         }
+        // Idle: the CPU was halted (the leaf is a halt function); see `idle`.
+        let idle = is_idle(c.frames.iter().map(|&f| self.classes[f as usize]));
         let header = (repeat.min(0x7f_ffff) << 9) | ((c.event.min(0xff)) << 1) | idle as u32;
         let mut key = c.frames;
         key.insert(0, header);
         key.push(c.comm);
+        let period = match c.period {
+            Some(p) => p,
+            None => {
+                self.without_period += 1;
+                1
+            }
+        };
+        let sq = (period as f64) * (period as f64);
         if let Some(v) = self.stacks.get_mut(&key[..]) {
             v.0 += 1;
-            v.1 += c.period;
+            v.1 = v.1.saturating_add(period);
+            v.2 += sq;
         } else {
-            self.stacks.insert(key.into_boxed_slice(), (1, c.period));
+            self.stacks.insert(key.into_boxed_slice(), (1, period, sq));
         }
     }
 }
@@ -265,11 +271,14 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
     let mut intern: FxHashMap<(Box<[u8]>, FrameKind), u32> = FxHashMap::default();
     let mut events: Vec<Box<[u8]>> = Vec::new();
     let mut event_counts: Vec<u64> = Vec::new();
-    let mut merged: FxHashMap<Box<[u32]>, (u64, u64)> = FxHashMap::default();
+    let mut merged: FxHashMap<Box<[u32]>, (u64, u64, f64)> = FxHashMap::default();
     let mut malformed = 0;
     let mut warnings = Vec::new();
+    let mut dropped: Vec<u64> = Vec::new();
+    let mut without_period = 0u64;
     for part in parts {
         malformed += part.malformed;
+        without_period += part.without_period;
         warnings.extend(part.warnings);
         p.repeats = p.repeats.max(part.max_repeat);
         let remap: Vec<u32> = part
@@ -297,7 +306,12 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
                 }
             })
             .collect();
-        for (key, (count, period)) in part.stacks {
+        for (i, &n) in part.dropped.iter().enumerate() {
+            if let Some(&ev) = ev_map.get(i) {
+                add_at(&mut dropped, ev as usize, n);
+            }
+        }
+        for (key, (count, period, period_sq)) in part.stacks {
             let header = key[0];
             let ev = ev_map[((header >> 1) & 0xff) as usize];
             event_counts[ev as usize] += count;
@@ -306,15 +320,31 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
             nk.extend(key[1..].iter().map(|&f| remap[f as usize]));
             let e = merged.entry(nk.into_boxed_slice()).or_default();
             e.0 += count;
-            e.1 += period;
+            e.1 = e.1.saturating_add(period);
+            e.2 += period_sq;
         }
     }
     // The first warnings of the file, whichever worker read them.
     warnings.sort();
     p.warnings = warnings.into_iter().take(max_warn).map(|w| w.1).collect();
     p.malformed_lines = malformed;
+    p.samples_without_period = without_period;
+    // Weigh by period as perf report and inferno do, but only when every sample has
+    // one: a mix would weigh the period-less samples 1 against periods of millions.
+    p.weighted_by = if without_period == 0 && !merged.is_empty() {
+        Weighting::Period
+    } else {
+        Weighting::Samples
+    };
     // The most sampled event; on a tie, the first by name (not by which worker
     // happened to see it first).
+    // Dropped samples count for their event: a file of frameless samples still
+    // names its event.
+    for (i, n) in dropped.iter().enumerate() {
+        if let Some(c) = event_counts.get_mut(i) {
+            *c += n;
+        }
+    }
     let main_event = (0..events.len())
         .max_by(|&a, &b| {
             event_counts[a]
@@ -324,13 +354,14 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
         .map(|i| i as u32);
     if let Some(main) = main_event {
         p.event = String::from_utf8_lossy(&events[main as usize]).into_owned();
+        p.dropped_samples = dropped.get(main as usize).copied().unwrap_or(0);
         for (i, e) in events.iter().enumerate() {
             if i as u32 != main {
                 p.other_events
                     .push((String::from_utf8_lossy(e).into_owned(), event_counts[i]));
             }
         }
-        for (key, (count, period)) in merged {
+        for (key, (count, period, period_sq)) in merged {
             let header = key[0];
             if (header >> 1) & 0xff != main {
                 continue;
@@ -346,19 +377,34 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
                 idle,
                 count,
                 period,
+                period_sq,
             });
         }
     }
-    // Deterministic order for everything downstream: hottest first, then by the
-    // frames' names (their ids depend on which worker met them first).
+    sort_stacks(&mut p);
+    p
+}
+
+/// Adds `n` at `i`, growing `v` as needed.
+fn add_at(v: &mut Vec<u64>, i: usize, n: u64) {
+    if v.len() <= i {
+        v.resize(i + 1, 0);
+    }
+    v[i] += n;
+}
+
+/// Deterministic order for everything downstream: hottest first, then by the
+/// frames' names (their ids depend on which worker met them first).
+fn sort_stacks(p: &mut Profile) {
     let names = &p.names;
+    let by_period = p.weighted_by == Weighting::Period;
+    let weight = |s: &Stack| if by_period { s.period } else { s.count };
     p.stacks.sort_unstable_by(|a, b| {
         let name = |f: &u32| names[*f as usize].as_str();
-        b.count
-            .cmp(&a.count)
+        weight(b)
+            .cmp(&weight(a))
             .then_with(|| a.frames.iter().map(name).cmp(b.frames.iter().map(name)))
             .then(a.repeat.cmp(&b.repeat))
             .then(a.idle.cmp(&b.idle))
     });
-    p
 }
