@@ -19,7 +19,7 @@ use super::rebuild::reverted_host;
 use super::search::{self, Next, Outcome, Steps};
 use super::{needs_new_host, read_summary, Finding, How, Item, Reverted};
 use crate::model::Summary;
-use crate::playbook::{ApplyCheck, HostSpec, Provider};
+use crate::playbook::{ApplyCheck, HostSpec, Plan, Provider};
 use crate::progress::Progress;
 use crate::provision::qemu::kernel::kernel_identity;
 use crate::run::gate::{set_repeats, Repeat};
@@ -128,9 +128,15 @@ pub async fn bisect(
     reverted_host(&rec.items, &plan.candidate, ApplyCheck::Nothing)?;
     let keys: Vec<String> = rec.items.iter().map(|i| i.key.clone()).collect();
     let mut budget = req.max_steps;
-    let progress = Progress::new(opts.quiet);
-    let kconfig_log = folder.join("kconfig.log");
-    let mut candidate_kernel: Option<Option<String>> = None;
+    let mut ctx = StepCx {
+        dir,
+        plan: &plan,
+        original: &original,
+        opts: &opts,
+        progress: Progress::new(opts.quiet),
+        kconfig_log: folder.join("kconfig.log"),
+        candidate_kernel: None,
+    };
     loop {
         let steps: Steps = rec
             .steps
@@ -164,31 +170,72 @@ pub async fn bisect(
                 None => String::new(),
             }
         ));
-        let items: Vec<Item> = rec
-            .items
+        match ctx.step(&rec.items, set).await? {
+            Ok(step) => {
+                say(&format!(
+                    "step {n}: {} — {}",
+                    outcome_word(step.outcome),
+                    step.headline
+                ));
+                rec.steps.push(step);
+                write_json(&state, &rec)?;
+            }
+            Err((error, interrupted, dir)) => {
+                write_json(&state, &rec)?;
+                return Ok(BisectEnd::Failed {
+                    record: rec,
+                    error,
+                    interrupted,
+                    dir,
+                });
+            }
+        }
+    }
+    write_json(&state, &rec)?;
+    write_markdown(&folder, &rec)?;
+    Ok(BisectEnd::Done(rec))
+}
+
+/// What every step needs.
+struct StepCx<'a> {
+    dir: &'a Path,
+    plan: &'a Plan,
+    original: &'a Summary,
+    opts: &'a RunOptions,
+    progress: Progress,
+    kconfig_log: PathBuf,
+    /// The candidate's kernel identity, once asked.
+    candidate_kernel: Option<Option<String>>,
+}
+
+/// A step that failed: the error, whether a signal cut it, its run directory.
+type StepFailure = (anyhow::Error, bool, PathBuf);
+
+impl StepCx<'_> {
+    /// Reverts `set` (keys of `all`) on the candidate and measures it, or sees from
+    /// the final config that Kconfig puts it all back.
+    async fn step(&mut self, all: &[Item], set: Vec<String>) -> Result<Result<Step, StepFailure>> {
+        let items: Vec<Item> = all
             .iter()
             .filter(|i| set.contains(&i.key))
             .cloned()
             .collect();
-        let (host, how) = reverted_host(&items, &plan.candidate, ApplyCheck::Nothing)?;
+        let (host, how) = reverted_host(&items, &self.plan.candidate, ApplyCheck::Nothing)?;
         let start = Instant::now();
         // A set of options Kconfig puts back entirely is the candidate's own kernel:
         // seen from the final config in seconds, before any guest boots.
         if how == How::Rebuild && items.iter().all(|i| i.key.starts_with("CONFIG_")) {
-            if candidate_kernel.is_none() {
-                candidate_kernel = Some(identity(&plan.candidate, &kconfig_log, &progress).await?);
+            if self.candidate_kernel.is_none() {
+                let id = identity(&self.plan.candidate, &self.kconfig_log, &self.progress).await?;
+                self.candidate_kernel = Some(id);
             }
-            let reverted = identity(&host, &kconfig_log, &progress).await?;
-            if reverted.is_some() && Some(&reverted) == candidate_kernel.as_ref() {
+            let reverted = identity(&host, &self.kconfig_log, &self.progress).await?;
+            if reverted.is_some() && Some(&reverted) == self.candidate_kernel.as_ref() {
                 let headline = format!(
                     "collapsed: Kconfig puts {} back (the final config is the candidate's), so it was not measured",
                     set.join(", ")
                 );
-                say(&format!(
-                    "step {n}: {} — {headline}",
-                    outcome_word(Outcome::Nothing)
-                ));
-                rec.steps.push(Step {
+                return Ok(Ok(Step {
                     set,
                     outcome: Outcome::Nothing,
                     applied: Vec::new(),
@@ -196,43 +243,33 @@ pub async fn bisect(
                     headline,
                     dir: String::new(),
                     seconds: start.elapsed().as_secs_f64(),
-                });
-                write_json(&state, &rec)?;
-                continue;
+                }));
             }
         }
-        let mut step_plan = plan.clone();
+        let mut step_plan = self.plan.clone();
         step_plan.baseline = host;
         let what = Reverted {
             items,
             how,
             toggle: None,
         };
-        let v = super::measure(dir, &step_plan, &original, what, &opts).await?;
+        let v = super::measure(self.dir, &step_plan, self.original, what, self.opts).await?;
         let Some(vr) = v.record else {
-            write_json(&state, &rec)?;
-            return Ok(BisectEnd::Failed {
-                record: rec,
-                error: v
-                    .error
-                    .unwrap_or_else(|| anyhow::anyhow!("the step was not analysed")),
-                interrupted: v.interrupted,
-                dir: v.dir,
-            });
+            let e = v
+                .error
+                .unwrap_or_else(|| anyhow::anyhow!("the step was not analysed"));
+            return Ok(Err((e, v.interrupted, v.dir)));
         };
         let collapsed = !vr
             .applied
             .iter()
             .any(|a| set.iter().any(|k| a.starts_with(&format!("{k}:"))));
-        let outcome = if collapsed {
-            Outcome::Nothing
-        } else {
-            match vr.finding {
-                Finding::Cause => Outcome::All,
-                Finding::Partial => Outcome::Part,
-                Finding::NotCause => Outcome::Nothing,
-                Finding::Unknown => Outcome::Unknown,
-            }
+        let outcome = match vr.finding {
+            _ if collapsed => Outcome::Nothing,
+            Finding::Cause => Outcome::All,
+            Finding::Partial => Outcome::Part,
+            Finding::NotCause => Outcome::Nothing,
+            Finding::Unknown => Outcome::Unknown,
         };
         let headline = if collapsed {
             format!(
@@ -242,8 +279,7 @@ pub async fn bisect(
         } else {
             vr.headline.clone()
         };
-        say(&format!("step {n}: {} — {headline}", outcome_word(outcome)));
-        rec.steps.push(Step {
+        Ok(Ok(Step {
             set,
             outcome,
             applied: vr.applied,
@@ -251,12 +287,8 @@ pub async fn bisect(
             headline,
             dir: v.dir.display().to_string(),
             seconds: start.elapsed().as_secs_f64(),
-        });
-        write_json(&state, &rec)?;
+        }))
     }
-    write_json(&state, &rec)?;
-    write_markdown(&folder, &rec)?;
-    Ok(BisectEnd::Done(rec))
 }
 
 /// The fingerprint of the kernel a qemu host would boot (None: not source-built).
