@@ -317,35 +317,22 @@ pub async fn kernel_identity(
     log: &Path,
     progress: &Progress,
 ) -> Result<Option<String>> {
-    let KernelSpec::Source {
-        source,
-        base,
-        fragments,
-        options,
-        check,
-    } = &spec.kernel
-    else {
-        return Ok(None);
-    };
-    let b = SourceBuild {
-        role,
-        base,
-        fragments,
-        options,
-        check: *check,
-        log,
-        progress,
-    };
-    let (tree, version) = source_tree(source, log).await?;
+    match SourceBuild::of(&spec.kernel, role, log, progress) {
+        Some((b, source)) => Ok(Some(b.identity(source).await?)),
+        None => Ok(None),
+    }
+}
+
+/// A source build's scratch folder, `KIND-ROLE-PID` under the cache, emptied first;
+/// the caller removes it.
+fn scratch(kind: &str, role: Role) -> Result<PathBuf> {
     let tmp =
         cache_dir()
             .join("build")
-            .join(format!("id-{}-{}", role.as_str(), std::process::id()));
+            .join(format!("{kind}-{}-{}", role.as_str(), std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    let res = b.configure(&tree, &tmp).await;
-    let _ = std::fs::remove_dir_all(&tmp);
-    Ok(Some(identity(&version, &res?)))
+    Ok(tmp)
 }
 
 /// The kernel cache's key: source version and final config, without the config's
@@ -387,24 +374,10 @@ pub async fn prepare_kernel(
             );
             Ok(k)
         }
-        KernelSpec::Source {
-            source,
-            base,
-            fragments,
-            options,
-            check,
-        } => {
-            let b = SourceBuild {
-                role,
-                base,
-                fragments,
-                options,
-                check: *check,
-                log,
-                progress,
-            };
-            b.prepare(source).await
-        }
+        KernelSpec::Source { .. } => match SourceBuild::of(&spec.kernel, role, log, progress) {
+            Some((b, source)) => b.prepare(source).await,
+            None => bail!("{role}: not a source-built kernel"),
+        },
     }
 }
 
@@ -419,16 +392,51 @@ struct SourceBuild<'a> {
     progress: &'a Progress,
 }
 
-impl SourceBuild<'_> {
-    async fn prepare(&self, source: &SourceTree) -> Result<KernelImage> {
-        let role = self.role.as_str();
-        self.progress.step(role, "kernel: preparing the source");
+impl<'a> SourceBuild<'a> {
+    /// The build a source-built kernel spec describes, and its tree; None for
+    /// images and packages.
+    fn of(
+        kernel: &'a KernelSpec,
+        role: Role,
+        log: &'a Path,
+        progress: &'a Progress,
+    ) -> Option<(Self, &'a SourceTree)> {
+        let KernelSpec::Source {
+            source,
+            base,
+            fragments,
+            options,
+            check,
+        } = kernel
+        else {
+            return None;
+        };
+        let b = SourceBuild {
+            role,
+            base,
+            fragments,
+            options,
+            check: *check,
+            log,
+            progress,
+        };
+        Some((b, source))
+    }
+
+    /// The kernel cache's key of this build, from its final config, without building.
+    async fn identity(&self, source: &SourceTree) -> Result<String> {
         let (tree, version) = source_tree(source, self.log).await?;
-        let tmp = cache_dir()
-            .join("build")
-            .join(format!("cfg-{role}-{}", std::process::id()));
+        let tmp = scratch("id", self.role)?;
+        let res = self.configure(&tree, &tmp).await;
         let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)?;
+        Ok(identity(&version, &res?))
+    }
+
+    async fn prepare(&self, source: &SourceTree) -> Result<KernelImage> {
+        self.progress
+            .step(self.role.as_str(), "kernel: preparing the source");
+        let (tree, version) = source_tree(source, self.log).await?;
+        let tmp = scratch("cfg", self.role)?;
         let res = self.configure_and_build(&tree, &version, &tmp).await;
         let _ = std::fs::remove_dir_all(&tmp);
         res
