@@ -148,6 +148,7 @@ fn capture(name: &str, text: &str, config: Option<KernelConfig>, facts: Option<F
         dir: PathBuf::from(name),
         profile: fold_str(text),
         config,
+        config_sha256: None,
         facts,
         metrics: None,
         files: vec![],

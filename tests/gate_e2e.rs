@@ -49,6 +49,57 @@ fn paired_log_interval(b: &[f64], c: &[f64], alpha: f64) -> (f64, f64) {
     (mean - h, mean + h)
 }
 
+/// The KCIDB file of the slow gate run: valid for kcidb-io, every test tied to a
+/// build, the gate rule failed with the cause in its `misc`, and each build's config
+/// digest that of the config the run captured.
+fn check_kcidb(path: &Path, run: &Path) {
+    let d = validate_kcidb(path);
+    let run_id = run.file_name().unwrap().to_str().unwrap();
+    let builds = d["builds"].as_array().unwrap();
+    assert_eq!(builds.len(), 2, "{d}");
+    for (b, role) in builds.iter().zip(["baseline", "candidate"]) {
+        assert_eq!(b["id"], format!("kdelta_ci:{run_id}:{role}"));
+        let config = std::fs::read(run.join("hosts").join(role).join("kernel.config")).unwrap();
+        let o = std::process::Command::new("sha256sum")
+            .arg(run.join("hosts").join(role).join("kernel.config"))
+            .output()
+            .unwrap();
+        let digest = String::from_utf8_lossy(&o.stdout);
+        assert!(!config.is_empty());
+        assert_eq!(
+            b["misc"]["config_sha256"].as_str().unwrap(),
+            digest.split_whitespace().next().unwrap()
+        );
+        // The compiler, from the kernel's own /proc/version.
+        let pv = std::fs::read_to_string("/proc/version").unwrap();
+        let compiler = b["compiler"].as_str().unwrap();
+        assert!(pv.contains(compiler), "{compiler} not in {pv}");
+    }
+    let tests = d["tests"].as_array().unwrap();
+    let gate = tests
+        .iter()
+        .find(|t| t["path"] == "kdelta.lab-tcp.gate.throughput")
+        .unwrap_or_else(|| panic!("no gate test: {d}"));
+    assert_eq!(gate["status"], "FAIL");
+    assert_eq!(gate["build_id"], format!("kdelta_ci:{run_id}:candidate"));
+    assert!(gate["number"]["value"].as_f64().unwrap() > 5.0, "{gate}");
+    assert_eq!(gate["misc"]["kdelta"]["top_cause"], "netfilter.nft_rules");
+    let verdict = tests
+        .iter()
+        .find(|t| t["path"] == "kdelta.lab-tcp.verdict")
+        .unwrap();
+    assert_eq!(verdict["status"], "FAIL");
+    // A measurement per side, as KCIDB's performance tests report them.
+    let means: Vec<_> = tests
+        .iter()
+        .filter(|t| t["path"] == "kdelta.lab-tcp.throughput")
+        .collect();
+    assert_eq!(means.len(), 2);
+    assert!(means
+        .iter()
+        .all(|t| t["status"] == "DONE" && t["number"]["unit"] == "bit/s"));
+}
+
 fn validate_junit(path: &Path) {
     let xsd = repo().join("tests/fixtures/junit/junit-10.xsd");
     let o = std::process::Command::new("xmllint")
@@ -147,6 +198,11 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
     let out = tmp.path().join("slow");
     let junit_path = tmp.path().join("ci/junit.xml");
     std::fs::create_dir_all(junit_path.parent().unwrap()).unwrap();
+    // Issue 15: the results as KCIDB data, and the Markdown appended to GitHub's step
+    // summary after what an earlier step wrote there.
+    let kcidb_path = tmp.path().join("ci/kcidb.json");
+    let step = tmp.path().join("ci/step-summary.md");
+    std::fs::write(&step, "# an earlier step\n").unwrap();
     let Said {
         code,
         stdout,
@@ -160,7 +216,11 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
             .arg("--junit")
             .arg(&junit_path)
             .arg("--history")
-            .arg(&history),
+            .arg(&history)
+            .arg("--kcidb")
+            .arg(&kcidb_path)
+            .args(["--kcidb-origin", "kdelta_ci"])
+            .env("GITHUB_STEP_SUMMARY", &step),
     );
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("regression: throughput"), "{stdout}");
@@ -182,6 +242,9 @@ fn gate_passes_identical_hosts_fails_a_slow_one_and_survives_a_dead_host() {
     assert!(html.contains("id=\"trend\"") && html.contains("id=\"gate\""));
     let md = std::fs::read_to_string(run.join("summary.md")).unwrap();
     assert!(md.starts_with("## kdelta: gate regression"), "{md}");
+    let summary_page = std::fs::read_to_string(&step).unwrap();
+    assert_eq!(summary_page, format!("# an earlier step\n{md}\n"));
+    check_kcidb(&kcidb_path, &run);
 
     // 3. The candidate dies in the middle of the workload (every process in its
     //    namespace killed, sshd included): exit 3, run directory intact, teardown ran.

@@ -1,6 +1,8 @@
 //! The report escapes everything that came from a host: symbols, config values and
 //! names may contain markup, quotes, very long or non-UTF-8 names.
 
+mod common;
+
 use kdelta::analyze::fold::FoldOptions;
 use kdelta::analyze::load_capture;
 use kdelta::run::analysis::{summarize, AnalysisSetup};
@@ -166,4 +168,67 @@ fn the_differential_graph_shows_kasan_red() {
         rev.iter().any(|f| f.1 .2 == 255 && f.1 .0 < 200),
         "vanished code shows blue"
     );
+}
+
+#[test]
+fn a_real_run_as_kcidb_validates_and_the_step_summary_keeps_stdout_json() {
+    // Issue 15: the KASAN demo's real run directory, re-analysed with --kcidb, gives a
+    // document kcidb-io accepts, whose verdict test names the cause; with
+    // GITHUB_STEP_SUMMARY set, summary.md is appended there and `--format json`
+    // still prints nothing but the summary on stdout.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("kasan-run");
+    let cp = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(common::repo().join("tests/fixtures/runs/qemu-kasan-2x2"))
+        .arg(&run)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let kcidb = tmp.path().join("kcidb.json");
+    let step = tmp.path().join("step.md");
+    let said = common::said(
+        common::kdelta()
+            .arg("analyze")
+            .arg(&run)
+            .args(["--format", "json", "--kcidb"])
+            .arg(&kcidb)
+            .args(["--kcidb-id", "demo-1"])
+            .env("GITHUB_STEP_SUMMARY", &step),
+    );
+    assert_eq!(said.code, Some(1), "{}", said.stderr);
+    let printed: serde_json::Value = serde_json::from_str(&said.stdout).expect("stdout is JSON");
+    assert_eq!(printed["verdict"]["status"], "regression");
+    assert!(said.stderr.contains("kcidb: "), "{}", said.stderr);
+    let d = common::validate_kcidb(&kcidb);
+    let tests = d["tests"].as_array().unwrap();
+    let verdict = tests
+        .iter()
+        .find(|t| t["id"] == "kdelta:demo-1:candidate:verdict")
+        .unwrap_or_else(|| panic!("{d}"));
+    assert_eq!(verdict["status"], "FAIL");
+    assert_eq!(verdict["misc"]["kdelta"]["top_cause"], "CONFIG_KASAN");
+    let change = tests
+        .iter()
+        .find(|t| t["path"] == "kdelta.qemu-kasan.throughput.change")
+        .unwrap();
+    assert_eq!(change["status"], "FAIL");
+    assert!(
+        change["number"]["value"].as_f64().unwrap() < -50.0,
+        "{change}"
+    );
+    let b = &d["builds"];
+    assert_ne!(b[0]["misc"]["config_sha256"], b[1]["misc"]["config_sha256"]);
+    let md = std::fs::read_to_string(run.join("summary.md")).unwrap();
+    assert_eq!(std::fs::read_to_string(&step).unwrap(), format!("{md}\n"));
+
+    // A bad origin is refused before anything runs, with KCIDB's rule.
+    let bad = common::said(common::kdelta().arg("analyze").arg(&run).args([
+        "--kcidb",
+        "x.json",
+        "--kcidb-origin",
+        "My-Lab",
+    ]));
+    assert_eq!(bad.code, Some(3), "{}", bad.stderr);
+    assert!(bad.stderr.contains("lowercase letters"), "{}", bad.stderr);
 }

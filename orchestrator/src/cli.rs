@@ -76,6 +76,32 @@ struct PastRun {
     playbook: Option<PathBuf>,
 }
 
+/// Where the results go besides the run directory (`run`, `gate`, `analyze`).
+#[derive(Args, Debug)]
+struct PublishArgs {
+    /// Also write the results as KCIDB I/O data (schema v5.3: a checkout and build per
+    /// side, a test per metric, gate rule and the verdict) for `kcidb-submit`.
+    #[arg(long, value_name = "FILE")]
+    kcidb: Option<PathBuf>,
+    /// The KCIDB origin: your CI system's name (lowercase letters, digits, `_`).
+    #[arg(long, value_name = "NAME", default_value = "kdelta")]
+    kcidb_origin: crate::report::kcidb::Origin,
+    /// The run's part of every KCIDB id, unique among the origin's submissions
+    /// (default: the run directory's name).
+    #[arg(long, value_name = "ID")]
+    kcidb_id: Option<String>,
+}
+
+impl PublishArgs {
+    fn setup(self) -> crate::report::publish::Publish {
+        crate::report::publish::Publish {
+            kcidb: self.kcidb,
+            origin: self.kcidb_origin,
+            run_id: self.kcidb_id,
+        }
+    }
+}
+
 /// What the analysis reads besides the captures.
 #[derive(Args, Debug)]
 struct AnalysisArgs {
@@ -115,6 +141,8 @@ enum Cmd {
         out: PathBuf,
         #[command(flatten)]
         analysis: AnalysisArgs,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// Run a playbook as an upgrade gate: repeats interleaved (A B B A …), a decision per
     /// `gate:` rule (Welch's t, Mann–Whitney, 95% interval, the rule's limit as the minimum
@@ -139,6 +167,8 @@ enum Cmd {
         history: Option<PathBuf>,
         #[command(flatten)]
         analysis: AnalysisArgs,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// Analyse two capture folders (or a run directory) and write summary.json and report.html.
     Analyze {
@@ -158,6 +188,8 @@ enum Cmd {
         /// Also print the summary: `json` to stdout.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        #[command(flatten)]
+        publish: PublishArgs,
     },
     /// Prove a cause: provision the run's candidate again and measure it in balanced
     /// pairs with the blamed item reverted (set to the baseline's value) and as it was
@@ -247,7 +279,19 @@ enum Format {
 }
 
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    // clap exits 2 on a usage error, which is kdelta's "inconclusive": a gate job with
+    // a typo in its flags must fail as a failed run (3), not read as "too noisy".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                exit_codes::RUN_FAILED
+            } else {
+                exit_codes::PASS
+            };
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -316,6 +360,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             junit,
             history,
             analysis,
+            publish,
         } => {
             let req = GateRequest {
                 playbook,
@@ -324,14 +369,16 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 max_repeats: repeats.max_repeats,
                 junit,
             };
-            gate(req, opts(dir, analysis, Some(GateOptions { history }))).await
+            let o = opts(dir, analysis, Some(GateOptions { history }));
+            gate(req, o, publish.setup()).await
         }
         Cmd::Run {
             playbook,
             resume,
             out: dir,
             analysis,
-        } => run(playbook, resume, opts(dir, analysis, None)).await,
+            publish,
+        } => run(playbook, resume, opts(dir, analysis, None), publish.setup()).await,
         Cmd::Analyze {
             run_dir,
             baseline,
@@ -339,14 +386,18 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             out: dir,
             analysis,
             format,
+            publish,
         } => analyze(
-            run_dir,
-            baseline,
-            candidate,
-            dir,
+            Inputs {
+                run_dir,
+                baseline,
+                candidate,
+                out: dir,
+            },
             analysis.setup(),
             format,
             &argv,
+            &publish.setup(),
         ),
         Cmd::Check { playbook, offline } => {
             let plan = crate::playbook::load(&playbook)?;
@@ -481,7 +532,20 @@ fn run_failed(o: &Outcome, how: &str) -> i32 {
     }
 }
 
-async fn run(playbook: Option<PathBuf>, resume: Option<PathBuf>, opts: RunOptions) -> Result<i32> {
+/// Publishes a finished run's results (KCIDB, the GitHub step summary) and says where.
+fn publish(dir: &std::path::Path, p: &crate::report::publish::Publish) -> Result<()> {
+    for l in crate::report::publish::publish(&crate::rundir::RunDir::open(dir), p)? {
+        out(l)?;
+    }
+    Ok(())
+}
+
+async fn run(
+    playbook: Option<PathBuf>,
+    resume: Option<PathBuf>,
+    opts: RunOptions,
+    publishing: crate::report::publish::Publish,
+) -> Result<i32> {
     let o = match (resume, playbook) {
         (Some(dir), pb) => {
             let (plan, rec) = crate::run::resume::load_for_resume(&dir, pb.as_deref())?;
@@ -502,10 +566,15 @@ async fn run(playbook: Option<PathBuf>, resume: Option<PathBuf>, opts: RunOption
         s.verdict.headline
     ))?;
     out(format!("report: {}", o.dir.join("report.html").display()))?;
+    publish(&o.dir, &publishing)?;
     Ok(exit_codes::for_verdict(s.verdict.status))
 }
 
-async fn gate(req: GateRequest, opts: RunOptions) -> Result<i32> {
+async fn gate(
+    req: GateRequest,
+    opts: RunOptions,
+    publishing: crate::report::publish::Publish,
+) -> Result<i32> {
     let g = crate::run::gate::gate(req, opts).await?;
     let dir = crate::rundir::RunDir::open(&g.dir);
     let Some(d) = &g.decision else {
@@ -532,25 +601,37 @@ async fn gate(req: GateRequest, opts: RunOptions) -> Result<i32> {
     out(format!("summary: {}", dir.summary_json().display()))?;
     out(format!("markdown: {}", dir.summary_md().display()))?;
     out(format!("junit: {}", g.junit.display()))?;
+    publish(&g.dir, &publishing)?;
     Ok(exit_codes::for_gate(d.status))
 }
 
-fn analyze(
+/// What `kdelta analyze` reads and where it writes.
+struct Inputs {
     run_dir: Option<PathBuf>,
     baseline: Option<PathBuf>,
     candidate: Option<PathBuf>,
-    dir: Option<PathBuf>,
+    out: Option<PathBuf>,
+}
+
+fn analyze(
+    Inputs {
+        run_dir,
+        baseline,
+        candidate,
+        out: dir,
+    }: Inputs,
     setup: AnalysisSetup,
     format: Format,
     argv: &[String],
+    publishing: &crate::report::publish::Publish,
 ) -> Result<i32> {
     let command = argv.join(" ");
-    let summary = match (run_dir, baseline, candidate) {
+    let (summary, written) = match (run_dir, baseline, candidate) {
         (Some(rd), _, _) => {
             if dir.as_ref().is_some_and(|d| *d != rd) {
                 anyhow::bail!("--out with a run directory is not supported: the report is written into the run directory");
             }
-            analysis::report_run_dir(&rd, &setup, &command)?
+            (analysis::report_run_dir(&rd, &setup, &command)?, rd)
         }
         (None, Some(b), Some(c)) => {
             let o = dir.unwrap_or_else(|| PathBuf::from("kdelta-out"));
@@ -558,7 +639,7 @@ fn analyze(
             if format == Format::Text {
                 err_line(&format!("report: {}", o.join("report.html").display()));
             }
-            s
+            (s, o)
         }
         _ => anyhow::bail!(
             "give a run directory, or --baseline DIR --candidate DIR (see kdelta analyze --help)"
@@ -567,6 +648,14 @@ fn analyze(
     match format {
         Format::Json => out(serde_json::to_string_pretty(&summary)?)?,
         Format::Text => print_verdict(&summary)?,
+    }
+    // stdout holds only the JSON when asked for it: where files went goes to stderr.
+    let rd = crate::rundir::RunDir::open(&written);
+    for l in crate::report::publish::publish(&rd, publishing)? {
+        match format {
+            Format::Json => err_line(&l),
+            Format::Text => out(l)?,
+        }
     }
     Ok(exit_codes::for_verdict(summary.verdict.status))
 }

@@ -81,6 +81,20 @@ impl RunDir {
         }
     }
 
+    /// summary.json, read back (for `verify`, `bisect` and publishing the results).
+    pub fn read_summary(&self) -> Result<crate::model::Summary> {
+        let p = self.summary_json();
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "{}: no summary; analyse the run first: kdelta analyze {}",
+                p.display(),
+                self.root.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a kdelta summary", p.display()))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -362,3 +362,24 @@ pub fn files_containing(dir: &Path, needles: &[&str]) -> Vec<PathBuf> {
     }
     hits
 }
+
+/// Validates a KCIDB file with kcidb-io's own validator (installed from PyPI by
+/// .ci/run) and returns the document.
+pub fn validate_kcidb(path: &Path) -> serde_json::Value {
+    let script = "import json, sys, kcidb_io\n\
+        d = json.load(open(sys.argv[1]))\n\
+        kcidb_io.schema.LATEST.validate(d)\n\
+        print(kcidb_io.schema.LATEST.count(d))\n";
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        o.status.success(),
+        "{} does not validate with kcidb-io (`pip install kcidb-io` if it is missing):\n{}",
+        path.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    read_json(path)
+}

@@ -165,6 +165,10 @@ pub fn function_deltas(b: &SideCounts, c: &SideCounts, max: usize) -> (Vec<Funct
         };
         let (rb, rc) = (per(&fb, b), per(&fc, c));
         let repeat_p = stats::welch_t(&rb, &rc).map(|t| t.2);
+        let repeat_rsd = match (stats::rsd(&rb), stats::rsd(&rc)) {
+            (Some(x), Some(y)) => Some([x, y]),
+            _ => None,
+        };
         let (delta_ci, method) = if rb.len() >= 3 && rc.len() >= 3 {
             (
                 stats::bootstrap_difference(&rb, &rc, 1000),
@@ -190,6 +194,7 @@ pub fn function_deltas(b: &SideCounts, c: &SideCounts, max: usize) -> (Vec<Funct
             repeat_p_value: repeat_p,
             delta_ci,
             delta_ci_method: delta_ci.map(|_| method),
+            repeat_rsd,
         });
     }
     // Keep what matters for a reader: the biggest changes, then the hottest (on a

@@ -17,6 +17,8 @@ pub struct Capture {
     pub dir: PathBuf,
     pub profile: Profile,
     pub config: Option<KernelConfig>,
+    /// sha256 of the `kernel.config` file, when there is one.
+    pub config_sha256: Option<String>,
     pub facts: Option<Facts>,
     pub metrics: Option<Metrics>,
     pub files: Vec<String>,
@@ -53,6 +55,7 @@ pub fn load_capture(path: &Path, name: &str, fold_opts: &FoldOptions) -> Result<
         files: vec![file_name(&pp)],
         profile,
         config: None,
+        config_sha256: None,
         facts: None,
         metrics: None,
         missing: vec![],
@@ -67,9 +70,20 @@ pub fn load_capture(path: &Path, name: &str, fold_opts: &FoldOptions) -> Result<
         ));
     }
     c.config = read_config(&dir.kernel_config(), &mut c)?;
+    if c.config.is_some() {
+        c.config_sha256 = sha256_file(&dir.kernel_config());
+    }
     c.facts = read_optional_json(&dir.facts_json(), &mut c);
     c.metrics = read_optional_json(&dir.metrics_json(), &mut c);
     Ok(c)
+}
+
+/// A file's sha256 in hex; None when it cannot be read (the read above said why).
+fn sha256_file(p: &Path) -> Option<String> {
+    use sha2::Digest;
+    let bytes = std::fs::read(p).ok()?;
+    let d = sha2::Sha256::digest(&bytes);
+    Some(d.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn file_name(p: &Path) -> String {
@@ -122,6 +136,57 @@ fn read_optional_json<T: serde::de::DeserializeOwned>(path: &Path, c: &mut Captu
     }
 }
 
+/// The compiler that built the kernel, from `/proc/version`: its second parenthesised
+/// group, up to the linker (`gcc-12 (Debian 12.2.0-14) 12.2.0, GNU ld … 2.40` → the
+/// gcc part; before 5.8 the group held the compiler alone: `gcc version 8.3.0 (Debian …)`).
+pub fn compiler(proc_version: &str) -> Option<String> {
+    let mut groups = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, ch) in proc_version.char_indices() {
+        match ch {
+            '(' => {
+                if depth == 0 {
+                    start = i + 1;
+                }
+                depth += 1;
+            }
+            ')' if depth > 0 => {
+                depth -= 1;
+                if depth == 0 {
+                    groups.push(proc_version.get(start..i)?);
+                }
+            }
+            '#' if depth == 0 && !groups.is_empty() => break,
+            _ => {}
+        }
+    }
+    let group = groups.get(1)?;
+    // The linker follows the compiler after a top-level ", ".
+    let mut depth = 0usize;
+    let mut end = group.len();
+    for (i, ch) in group.char_indices() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                end = i;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let c = group.get(..end)?.trim();
+    (!c.is_empty()).then(|| c.to_string())
+}
+
+fn extra_str(f: Option<&Facts>, key: &str) -> Option<String> {
+    f.and_then(|f| f.extra.get(key))
+        .and_then(|v| v.as_str())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 pub fn side_summary(c: &Capture) -> SideSummary {
     let f = c.facts.as_ref();
     SideSummary {
@@ -137,7 +202,33 @@ pub fn side_summary(c: &Capture) -> SideSummary {
         nr_cpus: f.and_then(|f| f.nr_cpus),
         cpu_model: f.and_then(|f| f.cpu_model.clone()),
         virtualization: f.and_then(|f| f.virtualization.clone()),
+        arch: extra_str(f, "arch"),
+        compiler: extra_str(f, "proc_version").and_then(|v| compiler(&v)),
+        config_sha256: c.config_sha256.clone(),
+        config_source: extra_str(f, "kernel_config_source"),
         files: c.files.clone(),
         missing: c.missing.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiler_from_proc_version() {
+        // Debian 12's 6.1, this machine's, and a 4.19 kernel's (before 5.8, no linker).
+        let cases = [
+            ("Linux version 6.1.0-18-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)", Some("gcc-12 (Debian 12.2.0-14) 12.2.0")),
+            ("Linux version 6.18.44-fc-v1147 (builder@sandboxing) (gcc (GCC) 15.3.0, GNU ld (GNU Binutils) 2.46) #1 SMP PREEMPT_DYNAMIC @0", Some("gcc (GCC) 15.3.0")),
+            ("Linux version 4.19.0-6-amd64 (debian-kernel@lists.debian.org) (gcc version 8.3.0 (Debian 8.3.0-6)) #1 SMP Debian 4.19.67-2+deb10u2", Some("gcc version 8.3.0 (Debian 8.3.0-6)")),
+            ("Linux version 6.6.0 (u@h) (Debian clang version 16.0.6 (15), Debian LLD 16.0.6) #3", Some("Debian clang version 16.0.6 (15)")),
+            ("Linux version 6.1.0 (u@h) #1 SMP (no compiler group)", None),
+            ("garbage (((", None),
+            ("", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(compiler(text).as_deref(), want, "{text}");
+        }
     }
 }

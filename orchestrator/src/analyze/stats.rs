@@ -49,6 +49,13 @@ pub fn variance(xs: &[f64]) -> f64 {
     xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64
 }
 
+/// Relative standard deviation (sample sd over the mean's magnitude, 0.02 = 2%):
+/// `None` with fewer than two values, or a mean of 0 or not finite.
+pub fn rsd(xs: &[f64]) -> Option<f64> {
+    let m = mean(xs);
+    (xs.len() >= 2 && m.is_finite() && m != 0.0).then(|| variance(xs).sqrt() / m.abs())
+}
+
 /// Welch's unequal-variance t-test: (t, degrees of freedom, two-sided p).
 /// `None` with fewer than two values on a side.
 pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {

@@ -15,6 +15,7 @@ sec() { echo "@@$1"; }
 sec hostname; hostname 2>/dev/null || cat /proc/sys/kernel/hostname
 sec kernel; uname -r
 sec arch; uname -m
+sec proc_version; cat /proc/version 2>/dev/null
 sec nproc; nproc 2>/dev/null || grep -c ^processor /proc/cpuinfo
 sec cpu_model; grep -m1 -E '^(model name|Model|cpu model|Hardware)' /proc/cpuinfo | sed 's/^[^:]*: *//'
 sec meminfo; grep -m1 MemTotal /proc/meminfo
@@ -94,6 +95,7 @@ pub fn parse_facts(out: &str) -> Facts {
     }
     for (sec, key) in [
         ("arch", "arch"),
+        ("proc_version", "proc_version"),
         ("paranoid", "perf_event_paranoid"),
         ("kptr", "kptr_restrict"),
         ("config_source", "kernel_config_source"),

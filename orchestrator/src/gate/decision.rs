@@ -31,9 +31,7 @@
 
 use crate::analyze::stats;
 use crate::format::{pct, pval};
-use crate::model::{
-    Better, Confidence, DecidedBy, DecisionStatus, MetricDecision, MetricDelta, TestKind,
-};
+use crate::model::{Confidence, DecidedBy, DecisionStatus, MetricDecision, MetricDelta, TestKind};
 
 /// The limit a metric change must exceed to count, without a gate rule.
 pub const DEFAULT_LIMIT: f64 = 0.05;
@@ -54,15 +52,6 @@ pub struct CpuEvidence {
     pub p: f64,
 }
 
-/// +1 when a higher value is worse, -1 when a lower one is: multiplies a relative
-/// change into a worsening.
-fn sign(better: Better) -> f64 {
-    match better {
-        Better::Higher => -1.0,
-        Better::Lower => 1.0,
-    }
-}
-
 /// The log-scale test of a metric's repeats: paired when they pair up.
 fn test(m: &MetricDelta, alpha: f64) -> Option<(stats::LogTest, TestKind)> {
     let (a, b) = (&m.baseline_values, &m.candidate_values);
@@ -78,7 +67,7 @@ fn test(m: &MetricDelta, alpha: f64) -> Option<(stats::LogTest, TestKind)> {
 /// candidate value (unpaired): every entry beyond the limit means every repeat moved
 /// beyond it (the ranges separate by more than the limit).
 fn repeat_worsenings(m: &MetricDelta) -> Vec<f64> {
-    let s = sign(m.better);
+    let s = m.better.worsening_sign();
     let (a, b) = (&m.baseline_values, &m.candidate_values);
     if m.paired {
         if let Some(d) = stats::log_ratios(a, b) {
@@ -115,7 +104,7 @@ fn worse_better(w: f64) -> String {
 
 /// Decides a metric from its repeats alone.
 pub fn decide(m: &MetricDelta, limit: f64, alpha: f64) -> MetricDecision {
-    let s = sign(m.better);
+    let s = m.better.worsening_sign();
     let pairs = if m.paired {
         m.baseline_values.len()
     } else {
@@ -408,6 +397,7 @@ fn bimodal(name: &str, side: &str, v: &[f64]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Better;
 
     fn metric(better: Better, a: &[f64], b: &[f64], paired: bool) -> MetricDelta {
         MetricDelta {

@@ -11,6 +11,8 @@ pub mod charts;
 pub mod diffgraph;
 pub mod flame;
 pub mod junit;
+pub mod kcidb;
+pub mod publish;
 pub mod rows;
 
 use anyhow::{Context, Result};
@@ -76,7 +78,11 @@ pub fn render_markdown(summary: &Summary) -> Result<String> {
     let env = env()?;
     let tmpl = env.get_template("summary.md")?;
     // Markdown has no auto-escaping: strip what could break tables or inject HTML.
-    Ok(tmpl.render(context! { s => summary, metric_rows => rows::metric_rows(summary) })?)
+    Ok(tmpl.render(context! {
+        s => summary,
+        metric_rows => rows::metric_rows(summary),
+        lkp_rows => rows::lkp_rows(summary, 10),
+    })?)
 }
 
 /// Escapes text for a Markdown table cell or paragraph: no HTML, no table breaks.

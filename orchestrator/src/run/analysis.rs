@@ -269,10 +269,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
 /// tables show are the decision's.
 fn record(m: &mut MetricDelta, d: MetricDecision) {
     // Worsening back to a relative change of the candidate.
-    let s = match m.better {
-        crate::model::Better::Higher => -1.0,
-        crate::model::Better::Lower => 1.0,
-    };
+    let s = m.better.worsening_sign();
     m.p_value = d.p_value;
     m.change_ci = d.worsening_ci.map(|[lo, hi]| {
         let (x, y) = (s * lo, s * hi);

@@ -112,6 +112,7 @@ pub async fn run(plan: &Plan, opts: &RunOptions) -> Result<Outcome> {
             tool: "kdelta".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             playbook: plan.file.display().to_string(),
+            name: Some(plan.name.clone()),
             command: opts.command_line.clone(),
             started: rundir::utc_now(),
             finished: None,

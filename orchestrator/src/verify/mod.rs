@@ -22,7 +22,7 @@ pub mod search;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::gate::decision::ALPHA;
@@ -183,15 +183,7 @@ pub async fn measure(
 }
 
 pub(crate) fn read_summary(rd: &RunDir) -> Result<Summary> {
-    let p = rd.summary_json();
-    let text = std::fs::read_to_string(&p).with_context(|| {
-        format!(
-            "{}: no summary; analyse the run first: kdelta analyze {}",
-            p.display(),
-            rd.root().display()
-        )
-    })?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a kdelta summary", p.display()))
+    rd.read_summary()
 }
 
 /// The item to revert and its two values: `--cause KEY` from the runtime delta, or
