@@ -106,6 +106,7 @@ fn allowed() -> BTreeMap<&'static str, Vec<&'static str>> {
         "verify",
         &[
             "run",
+            "report",
             "gate",
             "analyze",
             "exec",

@@ -179,6 +179,15 @@ fn kasan_kernel_is_named_from_two_real_kernels() {
         "{b}"
     );
     assert!(run.join("bisect/bisect.md").is_file());
+    // The examined run's report shows the step: what was reverted, how, the outcome.
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("id=\"bisect-steps\""), "no bisect section");
+    assert!(
+        html.contains("recovers the change") && html.contains("kernel rebuilt with it reverted")
+    );
+    let view = &read_json(&run.join("summary.json"))["proof"]["bisect"];
+    assert_eq!(view["finished"], false, "{view}");
+    assert_eq!(view["steps"].as_array().map(Vec::len), Some(1), "{view}");
 }
 
 #[test]

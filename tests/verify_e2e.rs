@@ -52,6 +52,16 @@ fn verify_flushes_the_ruleset_recovers_the_loss_and_restores_it() {
     let ci = r["share_ci"].as_array().unwrap();
     let (lo, hi) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
     assert!(share >= 0.8 && lo < share && share < hi, "{rec}");
+    // The examined run's own report now shows the proof, its link to the verify run.
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("id=\"proof\"") && html.contains("kdelta verify: cause"));
+    // (minijinja's HTML escaping writes `/` as `&#x2f;`, which browsers read back.)
+    let rel = v.strip_prefix(&run).unwrap().join("report.html");
+    let href = format!("href=\"{}\"", rel.display()).replace('/', "&#x2f;");
+    assert!(html.contains(&href), "no link to {rel:?}");
+    let proof = &read_json(&run.join("summary.json"))["proof"]["verify"];
+    assert_eq!(proof["finding"], "cause", "{proof}");
+    assert_eq!(proof["recoveries"][0]["share"], r["share"]);
 
     // Both states were measured on the one host, toggled before every repeat: the
     // reverted side saw no ruleset, the other the whole one back, every time (its

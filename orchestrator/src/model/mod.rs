@@ -321,6 +321,9 @@ pub struct Summary {
     /// `--history DIR`: earlier runs of the same playbook, oldest first, this one last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryPoint>,
+    /// `kdelta verify` and `kdelta bisect` of this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
 }
 
 /// What a profile's shares are shares of.
@@ -660,4 +663,6 @@ impl CauseSource {
 }
 
 mod decision;
+mod proof;
 pub use decision::*;
+pub use proof::*;

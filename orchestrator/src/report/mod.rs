@@ -113,6 +113,23 @@ pub fn folded(p: &Profile) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Writes summary.json, summary.md and report.html again for a changed summary (verify
+/// and bisect add their `proof`), from the folded stacks the first report wrote:
+/// nothing is re-analysed.
+pub fn refresh(out: &RunDir, summary: &Summary, command: &str) -> Result<()> {
+    let read = |role: Role| {
+        let p = out.folded(role);
+        std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
+    };
+    let (base, cand) = (read(Role::Baseline)?, read(Role::Candidate)?);
+    write_json(&out.summary_json(), summary)?;
+    let md = render_markdown(summary)?;
+    write_atomic(&out.summary_md(), md.as_bytes())?;
+    let g = flame::graphs(&base, &cand);
+    let html = render_html(summary, &g, command).context("cannot render report.html")?;
+    write_atomic(&out.report_html(), html.as_bytes())
+}
+
 /// Writes summary.json, summary.md, report.html and the folded stacks of both sides
 /// into `out` (a run directory, or `--out` of `kdelta analyze`).
 pub fn write_all(

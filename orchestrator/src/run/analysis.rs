@@ -262,6 +262,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         run: None,
         gate: None,
         history: vec![],
+        proof: None,
     })
 }
 
@@ -462,7 +463,10 @@ pub fn report_run_dir(dir: &Path, setup: &AnalysisSetup, command: &str) -> Resul
     if let Some(a) = rd.read_run_record().ok().and_then(|r| r.adaptive) {
         setup.looks = a.looks;
     }
-    let a = analyze_run_dir(dir, &setup.load()?, None)?;
+    // What verify and bisect showed stays: they are not re-run by a re-analysis.
+    let proof = rd.read_summary().ok().and_then(|s| s.proof);
+    let mut a = analyze_run_dir(dir, &setup.load()?, None)?;
+    a.summary.proof = proof;
     write_report(&RunDir::open(dir), &a, command)?;
     Ok(a.summary)
 }

@@ -54,6 +54,12 @@ pub struct Step {
     /// The step's run directory.
     pub dir: String,
     pub seconds: f64,
+    /// How the set was reverted (none for a step seen collapsed from the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<How>,
+    /// What the revert recovered, per metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recoveries: Vec<super::recovery::Recovery>,
 }
 
 /// bisect.json.
@@ -157,6 +163,7 @@ pub async fn bisect(
         if budget == 0 {
             write_json(&state, &rec)?;
             write_markdown(&folder, &rec)?;
+            show_in_report(&req.run_dir, &folder, &rec);
             return Ok(BisectEnd::Budget(rec));
         }
         budget -= 1;
@@ -193,7 +200,18 @@ pub async fn bisect(
     }
     write_json(&state, &rec)?;
     write_markdown(&folder, &rec)?;
+    show_in_report(&req.run_dir, &folder, &rec);
     Ok(BisectEnd::Done(rec))
+}
+
+/// The steps so far into the examined run's report. A report that cannot be
+/// rendered again costs a warning, not the bisection: bisect.json and bisect.md
+/// hold everything.
+fn show_in_report(run_dir: &Path, folder: &Path, rec: &BisectRecord) {
+    let view = super::proof::bisect_view(rec, folder, run_dir);
+    if let Err(e) = super::proof::attach(run_dir, |p| p.bisect = Some(view)) {
+        eprintln!("kdelta: warning: {e:#}");
+    }
 }
 
 /// What every step needs.
@@ -243,6 +261,8 @@ impl StepCx<'_> {
                     headline,
                     dir: String::new(),
                     seconds: start.elapsed().as_secs_f64(),
+                    how: None,
+                    recoveries: Vec::new(),
                 }));
             }
         }
@@ -287,6 +307,8 @@ impl StepCx<'_> {
             headline,
             dir: v.dir.display().to_string(),
             seconds: start.elapsed().as_secs_f64(),
+            how: Some(how),
+            recoveries: vr.recoveries,
         }))
     }
 }

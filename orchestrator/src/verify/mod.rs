@@ -15,6 +15,7 @@
 //! also when a repeat fails.
 
 pub mod bisect;
+mod proof;
 pub mod rebuild;
 pub mod recovery;
 pub mod revert;
@@ -146,7 +147,15 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
             toggle: Some(t),
         }
     };
-    measure(dir, &plan, &original, what, &opts).await
+    let report = measure(dir, &plan, &original, what, &opts).await?;
+    if let Some(rec) = &report.record {
+        let view = proof::verify_view(rec, &report.dir, dir);
+        // verify.json holds it all: a report that cannot be rendered again is a warning.
+        if let Err(e) = proof::attach(dir, |p| p.verify = Some(view)) {
+            eprintln!("kdelta: warning: {e:#}");
+        }
+    }
+    Ok(report)
 }
 
 /// A config option or a boot parameter: it takes another kernel or another boot.

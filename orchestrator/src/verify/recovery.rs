@@ -24,41 +24,11 @@
 //! (`original_noise: borrowed`, said in the headline); coverage 89–96% with equal
 //! noise, 76–90% when the original was 3× noisier than the verify run.
 
-use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::analyze::stats::{self, LogTest};
 use crate::model::MetricDelta;
-
-/// One metric's recovery.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Recovery {
-    pub metric: String,
-    /// Relative change of the original run (candidate vs baseline).
-    pub original_change: f64,
-    /// Relative change the item makes now (as is vs reverted).
-    pub item_change: f64,
-    /// Share of the original change the revert recovers, and its interval; None
-    /// when the original change is not significant.
-    pub share: Option<f64>,
-    pub share_ci: Option<[f64; 2]>,
-    /// The interval's level (`1 − alpha`).
-    pub level: f64,
-    /// Where the original change's standard error came from.
-    #[serde(default)]
-    pub original_noise: Noise,
-}
-
-/// The source of the original run's standard error.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Noise {
-    /// Its own repeats.
-    #[default]
-    Measured,
-    /// One repeat per side: the verify run's spread per pair (see the module).
-    Borrowed,
-}
+pub use crate::model::{Noise, Recovery};
 
 /// The log test of a metric's values: paired when they pair up, else Welch's.
 fn log_test(m: &MetricDelta, alpha: f64) -> Option<LogTest> {
