@@ -228,6 +228,13 @@ enum Cmd {
         /// Steps to measure in this invocation, at most.
         #[arg(long, value_name = "N", default_value_t = 10)]
         max_steps: usize,
+        /// Wall time for this invocation (`90s`, `30m`, `2h`): a step starts only if
+        /// it fits, judged by the last step's time.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        budget: Option<std::time::Duration>,
+        /// Kernel builds this invocation may make (kernels in the cache are free).
+        #[arg(long, value_name = "N")]
+        max_builds: Option<usize>,
         /// Halve from the start instead of trying attribution's suspects alone first.
         #[arg(long)]
         no_suspects: bool,
@@ -270,6 +277,21 @@ enum LabCmd {
     },
     /// List labs and leftover namespaces.
     Status,
+}
+
+/// `90`, `90s`, `30m`, `2h`: a wall-time budget.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, 's')) => (t.get(..i), 1.0),
+        Some((i, 'm')) => (t.get(..i), 60.0),
+        Some((i, 'h')) => (t.get(..i), 3600.0),
+        _ => (Some(t), 1.0),
+    };
+    num.and_then(|n| n.trim().parse::<f64>().ok())
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .map(|n| std::time::Duration::from_secs_f64(n * scale))
+        .ok_or_else(|| format!("{s:?}: a duration is a positive number with s, m or h (e.g. 45m)"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -436,6 +458,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             past,
             repeats,
             max_steps,
+            budget,
+            max_builds,
             no_suspects,
             out: dir,
             analysis,
@@ -447,6 +471,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 repeat: repeats.repeat,
                 max_repeats: repeats.max_repeats,
                 max_steps,
+                time_budget: budget,
+                max_builds,
                 no_suspects,
             };
             bisect(req, opts(dir, analysis, None)).await
@@ -778,4 +804,20 @@ async fn lab_up(playbook: &std::path::Path) -> Result<i32> {
         ))?;
     }
     Ok(exit_codes::PASS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_duration("1.5h").unwrap().as_secs(), 5400);
+        for bad in ["", "m", "-5m", "0", "10x", "NaNs", "ππ"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

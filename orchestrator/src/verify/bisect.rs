@@ -21,7 +21,7 @@ use super::{needs_new_host, read_summary, Finding, How, Item, Reverted};
 use crate::model::Summary;
 use crate::playbook::{ApplyCheck, HostSpec, Plan, Provider};
 use crate::progress::Progress;
-use crate::provision::qemu::kernel::kernel_identity;
+use crate::provision::qemu::kernel::{kernel_cached, kernel_identity};
 use crate::run::gate::{set_repeats, Repeat};
 use crate::run::RunOptions;
 use crate::rundir::{write_json, RunDir};
@@ -34,6 +34,11 @@ pub struct BisectRequest {
     pub max_repeats: Option<u32>,
     /// Steps this invocation may measure (the budget).
     pub max_steps: usize,
+    /// Wall time this invocation may take: a step starts only when the time so far
+    /// and the step's estimate (the last step's time) fit in it.
+    pub time_budget: Option<std::time::Duration>,
+    /// Kernel builds this invocation may make (a kernel the cache has is free).
+    pub max_builds: Option<usize>,
     /// Halve from the start, without trying attribution's suspects first.
     pub no_suspects: bool,
 }
@@ -60,6 +65,9 @@ pub struct Step {
     /// What the revert recovered, per metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recoveries: Vec<super::recovery::Recovery>,
+    /// The step built a kernel (the cache did not have it).
+    #[serde(default)]
+    pub built: bool,
 }
 
 /// bisect.json.
@@ -134,6 +142,7 @@ pub async fn bisect(
     reverted_host(&rec.items, &plan.candidate, ApplyCheck::Nothing)?;
     let keys: Vec<String> = rec.items.iter().map(|i| i.key.clone()).collect();
     let mut budget = req.max_steps;
+    let started = Instant::now();
     let mut ctx = StepCx {
         dir,
         plan: &plan,
@@ -142,6 +151,7 @@ pub async fn bisect(
         progress: Progress::new(opts.quiet),
         kconfig_log: folder.join("kconfig.log"),
         candidate_kernel: None,
+        builds_left: req.max_builds,
     };
     loop {
         let steps: Steps = rec
@@ -160,7 +170,21 @@ pub async fn bisect(
                 break;
             }
         };
-        if budget == 0 {
+        let last = rec.steps.last().map(|s| s.seconds);
+        let over_time = req.time_budget.and_then(|b| {
+            let spent = started.elapsed().as_secs_f64();
+            let est = last.unwrap_or(0.0);
+            (spent + est > b.as_secs_f64()).then(|| {
+                format!(
+                    "the time budget ({:.0} s) would be exceeded: {spent:.0} s spent, the next step takes about {est:.0} s",
+                    b.as_secs_f64()
+                )
+            })
+        });
+        if budget == 0 || over_time.is_some() {
+            if let Some(why) = over_time {
+                say(&why);
+            }
             write_json(&state, &rec)?;
             write_markdown(&folder, &rec)?;
             show_in_report(&req.run_dir, &folder, &rec);
@@ -168,7 +192,6 @@ pub async fn bisect(
         }
         budget -= 1;
         let n = rec.steps.len() + 1;
-        let last = rec.steps.last().map(|s| s.seconds);
         say(&format!(
             "step {n}: reverting {}{}",
             show_set(&rec.items, &set),
@@ -178,16 +201,28 @@ pub async fn bisect(
             }
         ));
         match ctx.step(&rec.items, set).await? {
+            Err(Stop::Builds(why)) => {
+                say(&why);
+                write_json(&state, &rec)?;
+                write_markdown(&folder, &rec)?;
+                show_in_report(&req.run_dir, &folder, &rec);
+                return Ok(BisectEnd::Budget(rec));
+            }
             Ok(step) => {
                 say(&format!(
                     "step {n}: {} — {}",
                     outcome_word(step.outcome),
                     step.headline
                 ));
+                if step.built {
+                    if let Some(left) = ctx.builds_left.as_mut() {
+                        *left = left.saturating_sub(1);
+                    }
+                }
                 rec.steps.push(step);
                 write_json(&state, &rec)?;
             }
-            Err((error, interrupted, dir)) => {
+            Err(Stop::Failed((error, interrupted, dir))) => {
                 write_json(&state, &rec)?;
                 return Ok(BisectEnd::Failed {
                     record: rec,
@@ -224,15 +259,24 @@ struct StepCx<'a> {
     kconfig_log: PathBuf,
     /// The candidate's kernel identity, once asked.
     candidate_kernel: Option<Option<String>>,
+    /// Kernel builds still allowed (None: no limit).
+    builds_left: Option<usize>,
 }
 
 /// A step that failed: the error, whether a signal cut it, its run directory.
 type StepFailure = (anyhow::Error, bool, PathBuf);
 
+/// Why a step did not give a result.
+enum Stop {
+    Failed(StepFailure),
+    /// It needs a kernel build and `--max-builds` is spent.
+    Builds(String),
+}
+
 impl StepCx<'_> {
     /// Reverts `set` (keys of `all`) on the candidate and measures it, or sees from
     /// the final config that Kconfig puts it all back.
-    async fn step(&mut self, all: &[Item], set: Vec<String>) -> Result<Result<Step, StepFailure>> {
+    async fn step(&mut self, all: &[Item], set: Vec<String>) -> Result<Result<Step, Stop>> {
         let items: Vec<Item> = all
             .iter()
             .filter(|i| set.contains(&i.key))
@@ -242,13 +286,25 @@ impl StepCx<'_> {
         let start = Instant::now();
         // A set of options Kconfig puts back entirely is the candidate's own kernel:
         // seen from the final config in seconds, before any guest boots.
-        if how == How::Rebuild && items.iter().all(|i| i.key.starts_with("CONFIG_")) {
+        let mut built = false;
+        if how == How::Rebuild {
             if self.candidate_kernel.is_none() {
                 let id = identity(&self.plan.candidate, &self.kconfig_log, &self.progress).await?;
                 self.candidate_kernel = Some(id);
             }
             let reverted = identity(&host, &self.kconfig_log, &self.progress).await?;
-            if reverted.is_some() && Some(&reverted) == self.candidate_kernel.as_ref() {
+            built = reverted.as_deref().is_some_and(|k| !kernel_cached(k));
+            let only_options = items.iter().all(|i| i.key.starts_with("CONFIG_"));
+            if built && self.builds_left == Some(0) {
+                return Ok(Err(Stop::Builds(format!(
+                    "the build budget is spent: reverting {} needs a kernel the cache does not have",
+                    set.join(", ")
+                ))));
+            }
+            if only_options
+                && reverted.is_some()
+                && Some(&reverted) == self.candidate_kernel.as_ref()
+            {
                 let headline = format!(
                     "collapsed: Kconfig puts {} back (the final config is the candidate's), so it was not measured",
                     set.join(", ")
@@ -263,6 +319,7 @@ impl StepCx<'_> {
                     seconds: start.elapsed().as_secs_f64(),
                     how: None,
                     recoveries: Vec::new(),
+                    built: false,
                 }));
             }
         }
@@ -278,7 +335,7 @@ impl StepCx<'_> {
             let e = v
                 .error
                 .unwrap_or_else(|| anyhow::anyhow!("the step was not analysed"));
-            return Ok(Err((e, v.interrupted, v.dir)));
+            return Ok(Err(Stop::Failed((e, v.interrupted, v.dir))));
         };
         let collapsed = !vr
             .applied
@@ -309,6 +366,7 @@ impl StepCx<'_> {
             seconds: start.elapsed().as_secs_f64(),
             how: Some(how),
             recoveries: vr.recoveries,
+            built,
         }))
     }
 }
@@ -403,7 +461,7 @@ pub fn conclusion(rec: &BisectRecord) -> String {
             format!("bisect: stopped after {} step(s): {why}", rec.steps.len())
         }
         None => format!(
-            "bisect: {} step(s) measured, not finished (the step budget ran out; run it again to continue)",
+            "bisect: {} step(s) measured, not finished (the budget ran out; run it again to continue)",
             rec.steps.len()
         ),
     }

@@ -36,7 +36,7 @@ fn relative(run_dir: &Path, p: &Path) -> String {
 fn how_words(h: How) -> &'static str {
     match h {
         How::Live => "set on the live candidate, restored after",
-        How::Rebuild => "kernel rebuilt with it reverted",
+        How::Rebuild => "a kernel with it reverted (built, or from the kernel cache)",
         How::Reboot => "booted with the edited command line",
     }
 }

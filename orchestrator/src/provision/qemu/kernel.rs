@@ -346,6 +346,78 @@ fn identity(version: &str, final_text: &str) -> String {
     fingerprint(format!("{version}\n{body}").as_bytes())
 }
 
+/// In a build folder: the source tree and version it was configured from, so that
+/// only folders of the same source are reused for another config (objects of
+/// another tree with older sources would look up to date to make).
+const SOURCE_MARK: &str = "kdelta-source";
+
+fn source_mark(tree: &Path, version: &str) -> String {
+    format!("{version}\n{}\n", tree.display())
+}
+
+/// The finished build folder of the same source whose config differs least from
+/// `final_text`, and by how many options. Only folders whose kernel reached the
+/// cache count: a build in progress (or killed) is never copied.
+fn nearest_build(cache: &Path, mark: &str, final_text: &str) -> Option<(PathBuf, usize)> {
+    let want = KernelConfig::parse(final_text).options;
+    let root = cache.join("build");
+    let mut best: Option<(PathBuf, usize)> = None;
+    for e in std::fs::read_dir(&root).ok()?.flatten() {
+        let dir = e.path();
+        let finished = cache
+            .join("kernels")
+            .join(e.file_name())
+            .join("bzImage")
+            .is_file();
+        let same_source = std::fs::read_to_string(dir.join(SOURCE_MARK)).is_ok_and(|v| v == mark);
+        if !finished || !same_source {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(dir.join(".config")) else {
+            continue;
+        };
+        let have = KernelConfig::parse(&text).options;
+        let differing = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(*v))
+            .count()
+            + have.keys().filter(|k| !want.contains_key(*k)).count();
+        if best.as_ref().is_none_or(|(_, d)| differing < *d) {
+            best = Some((dir, differing));
+        }
+    }
+    best
+}
+
+/// `cp -a` of a build folder (reflinks where the filesystem has them), so the
+/// objects keep their times and Kbuild sees what is up to date.
+async fn copy_tree(from: &Path, to: &Path, log: &Path) -> Result<()> {
+    let staged = to.with_extension("copy");
+    let _ = std::fs::remove_dir_all(&staged);
+    run_logged(
+        tokio::process::Command::new("cp")
+            .arg("-a")
+            .arg("--reflink=auto")
+            .arg(from)
+            .arg(&staged),
+        "cp -a (the nearest build folder)",
+        log,
+    )
+    .await?;
+    std::fs::rename(&staged, to)?;
+    Ok(())
+}
+
+/// Whether the kernel cache holds a built kernel of this identity (see
+/// [`kernel_identity`]): booting it costs no build.
+pub fn kernel_cached(identity: &str) -> bool {
+    cache_dir()
+        .join("kernels")
+        .join(identity)
+        .join("bzImage")
+        .is_file()
+}
+
 /// Builds (or finds in the cache) the kernel a host asks for.
 pub async fn prepare_kernel(
     spec: &QemuSpec,
@@ -453,13 +525,15 @@ impl<'a> SourceBuild<'a> {
         let key = identity(version, &final_text);
         let out = cache_dir().join("kernels").join(&key);
         let image = out.join("bzImage");
+        // (kernel_cached says the same without building: keep the two in step.)
         let started = Instant::now();
         let built = if image.is_file() {
             self.progress
                 .done(self.role.as_str(), &format!("kernel {key} from the cache"));
             false
         } else {
-            self.build(tree, tmp, &key, &out).await?;
+            self.build(tree, tmp, &key, &out, (version, &final_text))
+                .await?;
             true
         };
         Ok(KernelImage {
@@ -563,12 +637,36 @@ impl<'a> SourceBuild<'a> {
     }
 
     /// `make bzImage` in the build folder of this config (continuing an interrupted
-    /// build of the same config), then the image and config into the cache.
-    async fn build(&self, tree: &Path, tmp: &Path, key: &str, out: &Path) -> Result<()> {
+    /// build of the same config, or starting from a copy of the finished build of the
+    /// nearest config of the same source: Kbuild then rebuilds only what the changed
+    /// options touch), then the image and config into the cache.
+    async fn build(
+        &self,
+        tree: &Path,
+        tmp: &Path,
+        key: &str,
+        out: &Path,
+        (version, final_text): (&str, &str),
+    ) -> Result<()> {
         let build = cache_dir().join("build").join(key);
         if !build.join(".config").is_file() {
             let _ = std::fs::remove_dir_all(&build);
-            std::fs::rename(tmp, &build)?;
+            let mark = source_mark(tree, version);
+            match nearest_build(&cache_dir(), &mark, final_text) {
+                Some((near, differing)) => {
+                    self.progress.step(
+                        self.role.as_str(),
+                        &format!(
+                            "kernel: starting from the build of {} ({differing} option(s) differ)",
+                            near.file_name().unwrap_or_default().to_string_lossy()
+                        ),
+                    );
+                    copy_tree(&near, &build, self.log).await?;
+                    std::fs::copy(tmp.join(".config"), build.join(".config"))?;
+                }
+                None => std::fs::rename(tmp, &build)?,
+            }
+            std::fs::write(build.join(SOURCE_MARK), &mark)?;
         }
         let jobs = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -611,6 +709,34 @@ impl<'a> SourceBuild<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nearest_finished_build_of_the_same_source_is_reused() {
+        let cache = tempfile::tempdir().unwrap();
+        let mark = source_mark(Path::new("/src/linux"), "6.1.192");
+        let folder = |key: &str, config: &str, mark: &str, finished: bool| {
+            let b = cache.path().join("build").join(key);
+            std::fs::create_dir_all(&b).unwrap();
+            std::fs::write(b.join(".config"), config).unwrap();
+            std::fs::write(b.join(SOURCE_MARK), mark).unwrap();
+            if finished {
+                let k = cache.path().join("kernels").join(key);
+                std::fs::create_dir_all(&k).unwrap();
+                std::fs::write(k.join("bzImage"), "").unwrap();
+            }
+        };
+        let want = "CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=y\n";
+        assert!(nearest_build(cache.path(), &mark, want).is_none());
+        folder("far", "CONFIG_A=y\n", &mark, true);
+        folder("near", "CONFIG_A=y\nCONFIG_B=y\nCONFIG_C=n\n", &mark, true);
+        // Nearer still, but unfinished, or of another source tree: never copied.
+        folder("building", want, &mark, false);
+        let other = source_mark(Path::new("/other/linux"), "6.1.192");
+        folder("other-tree", want, &other, true);
+        let (dir, differing) = nearest_build(cache.path(), &mark, want).unwrap();
+        assert_eq!(dir.file_name().unwrap(), "near");
+        assert_eq!(differing, 1);
+    }
 
     #[test]
     fn requested_options_survive_or_are_named() {
