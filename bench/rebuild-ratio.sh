@@ -22,11 +22,14 @@ hosts:
   baseline:
     provider: qemu
     kernel: { source: linux-source-6.1, base: tinyconfig, fragments: [kernel/lab-minimal.config] }
+    tools: [iperf3]
   candidate:
     provider: qemu
     kernel: { source: linux-source-6.1, base: tinyconfig, fragments: [kernel/lab-minimal.config], options: { $OPTION: $VALUE } }
+    tools: [iperf3]
 workload:
-  run: "i=0; while [ \$i -lt 20000 ]; do i=\$((i+1)); done"
+  server: "sleep 30"
+  client: { from: host, run: "sleep 1" }
   timeout: 60
 capture: { repeat: 1 }
 YAML

@@ -405,7 +405,65 @@ async fn copy_tree(from: &Path, to: &Path, log: &Path) -> Result<()> {
     )
     .await?;
     std::fs::rename(&staged, to)?;
+    let n = relocate(to, from)?;
+    // The log says what was reused; a log that cannot be written is not a failure.
+    if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(log) {
+        use std::io::Write;
+        let _ = writeln!(
+            f,
+            "relocated {n} dependency file(s) from {}",
+            from.display()
+        );
+    }
     Ok(())
+}
+
+/// Kbuild names everything of the kernel proper relative to the build folder, but
+/// tools/objtool's `.cmd` and `.d` files name it absolutely: left as copied, they
+/// point into the old folder, make rebuilds objtool, and every object that objtool
+/// checks follows — measured: 925 files recompiled for one option, 4.9 min, instead
+/// of 9 files in 10 s. Rewrites them to the new folder, keeping their times.
+fn relocate(dir: &Path, old: &Path) -> Result<usize> {
+    let dir = std::fs::canonicalize(dir)?;
+    let old = std::fs::canonicalize(old).unwrap_or_else(|_| old.to_path_buf());
+    let (from, to) = (
+        old.to_string_lossy().into_owned(),
+        dir.to_string_lossy().into_owned(),
+    );
+    let mut n = 0;
+    let mut stack = vec![dir.join("tools")];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !ft.is_file() || !(name.ends_with(".cmd") || name.ends_with(".d")) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&p) else {
+                continue;
+            };
+            if !text.contains(&from) {
+                continue;
+            }
+            let modified = e.metadata()?.modified()?;
+            std::fs::write(&p, text.replace(&from, &to))?;
+            std::fs::File::options()
+                .write(true)
+                .open(&p)?
+                .set_modified(modified)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Whether the kernel cache holds a built kernel of this identity (see
@@ -709,6 +767,36 @@ impl<'a> SourceBuild<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copied_build_folder_names_itself_in_objtools_dependencies() {
+        let root = tempfile::tempdir().unwrap();
+        let (old, new) = (root.path().join("old"), root.path().join("new"));
+        let objtool = new.join("tools/objtool");
+        std::fs::create_dir_all(&objtool).unwrap();
+        std::fs::create_dir_all(&old).unwrap();
+        let old_abs = std::fs::canonicalize(&old).unwrap();
+        let cmd = objtool.join(".check.o.cmd");
+        std::fs::write(
+            &cmd,
+            format!("deps := {}/tools/objtool/x.h\n", old_abs.display()),
+        )
+        .unwrap();
+        let other = objtool.join("objtool");
+        std::fs::write(&other, format!("{}", old_abs.display())).unwrap();
+        let before = std::fs::metadata(&cmd).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(relocate(&new, &old).unwrap(), 1);
+        let new_abs = std::fs::canonicalize(&new).unwrap();
+        let text = std::fs::read_to_string(&cmd).unwrap();
+        assert_eq!(
+            text,
+            format!("deps := {}/tools/objtool/x.h\n", new_abs.display())
+        );
+        assert_eq!(std::fs::metadata(&cmd).unwrap().modified().unwrap(), before);
+        // Only .cmd and .d files are rewritten: binaries keep their bytes.
+        assert!(std::fs::read_to_string(&other).unwrap().contains("old"));
+    }
 
     #[test]
     fn the_nearest_finished_build_of_the_same_source_is_reused() {
