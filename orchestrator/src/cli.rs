@@ -125,6 +125,52 @@ impl AnalysisArgs {
     }
 }
 
+/// `kdelta bisect`'s arguments.
+#[derive(Args, Debug)]
+struct BisectArgs {
+    #[command(flatten)]
+    past: PastRun,
+    /// Pairs per step (see `gate --repeat`).
+    #[command(flatten)]
+    repeats: RepeatArgs,
+    /// Steps to measure in this invocation, at most.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    max_steps: usize,
+    /// Wall time for this invocation (`90s`, `30m`, `2h`): a step starts only if
+    /// it fits, judged by the last step's time.
+    #[arg(long, value_name = "DURATION", value_parser = crate::format::parse_duration)]
+    budget: Option<std::time::Duration>,
+    /// Kernel builds this invocation may make (kernels in the cache are free).
+    #[arg(long, value_name = "N")]
+    max_builds: Option<usize>,
+    /// Halve from the start instead of trying attribution's suspects alone first.
+    #[arg(long)]
+    no_suspects: bool,
+    /// Folder for bisect.json, bisect.md and the steps (default: RUN_DIR/bisect).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    analysis: AnalysisArgs,
+}
+
+impl BisectArgs {
+    /// The request, the folder for its records and what the analysis reads.
+    fn request(self) -> (crate::verify::bisect::BisectRequest, PathBuf, AnalysisArgs) {
+        let dir = self.out.unwrap_or_else(|| self.past.run_dir.join("bisect"));
+        let req = crate::verify::bisect::BisectRequest {
+            run_dir: self.past.run_dir,
+            playbook: self.past.playbook,
+            repeat: self.repeats.repeat,
+            max_repeats: self.repeats.max_repeats,
+            max_steps: self.max_steps,
+            time_budget: self.budget,
+            max_builds: self.max_builds,
+            no_suspects: self.no_suspects,
+        };
+        (req, dir, self.analysis)
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a playbook end to end: provision, deploy, capture on both hosts, analyse, report.
@@ -219,31 +265,7 @@ enum Cmd {
     /// measured as `verify` measures one item (qemu candidates). Resumable: run it
     /// again to continue. Exit 0: found and verified alone; 2: stopped undecided or
     /// out of steps; 3: a step failed.
-    Bisect {
-        #[command(flatten)]
-        past: PastRun,
-        /// Pairs per step (see `gate --repeat`).
-        #[command(flatten)]
-        repeats: RepeatArgs,
-        /// Steps to measure in this invocation, at most.
-        #[arg(long, value_name = "N", default_value_t = 10)]
-        max_steps: usize,
-        /// Wall time for this invocation (`90s`, `30m`, `2h`): a step starts only if
-        /// it fits, judged by the last step's time.
-        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-        budget: Option<std::time::Duration>,
-        /// Kernel builds this invocation may make (kernels in the cache are free).
-        #[arg(long, value_name = "N")]
-        max_builds: Option<usize>,
-        /// Halve from the start instead of trying attribution's suspects alone first.
-        #[arg(long)]
-        no_suspects: bool,
-        /// Folder for bisect.json, bisect.md and the steps (default: RUN_DIR/bisect).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[command(flatten)]
-        analysis: AnalysisArgs,
-    },
+    Bisect(BisectArgs),
     /// Validate a playbook and check the hosts: SSH, perf, permissions, kernel config.
     Check {
         playbook: PathBuf,
@@ -277,21 +299,6 @@ enum LabCmd {
     },
     /// List labs and leftover namespaces.
     Status,
-}
-
-/// `90`, `90s`, `30m`, `2h`: a wall-time budget.
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let (num, scale) = match t.char_indices().last() {
-        Some((i, 's')) => (t.get(..i), 1.0),
-        Some((i, 'm')) => (t.get(..i), 60.0),
-        Some((i, 'h')) => (t.get(..i), 3600.0),
-        _ => (Some(t), 1.0),
-    };
-    num.and_then(|n| n.trim().parse::<f64>().ok())
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .map(|n| std::time::Duration::from_secs_f64(n * scale))
-        .ok_or_else(|| format!("{s:?}: a duration is a positive number with s, m or h (e.g. 45m)"))
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -454,27 +461,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             };
             verify(req, opts(dir, analysis, None)).await
         }
-        Cmd::Bisect {
-            past,
-            repeats,
-            max_steps,
-            budget,
-            max_builds,
-            no_suspects,
-            out: dir,
-            analysis,
-        } => {
-            let dir = dir.unwrap_or_else(|| past.run_dir.join("bisect"));
-            let req = crate::verify::bisect::BisectRequest {
-                run_dir: past.run_dir,
-                playbook: past.playbook,
-                repeat: repeats.repeat,
-                max_repeats: repeats.max_repeats,
-                max_steps,
-                time_budget: budget,
-                max_builds,
-                no_suspects,
-            };
+        Cmd::Bisect(b) => {
+            let (req, dir, analysis) = b.request();
             bisect(req, opts(dir, analysis, None)).await
         }
     }
@@ -804,20 +792,4 @@ async fn lab_up(playbook: &std::path::Path) -> Result<i32> {
         ))?;
     }
     Ok(exit_codes::PASS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
-        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
-        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
-        assert_eq!(parse_duration("1.5h").unwrap().as_secs(), 5400);
-        for bad in ["", "m", "-5m", "0", "10x", "NaNs", "ππ"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }

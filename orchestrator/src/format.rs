@@ -100,6 +100,21 @@ pub fn clip(s: &str, max: usize) -> String {
     }
 }
 
+/// `90`, `90s`, `30m`, `2h`: a wall-time budget.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = match t.char_indices().last() {
+        Some((i, 's')) => (t.get(..i), 1.0),
+        Some((i, 'm')) => (t.get(..i), 60.0),
+        Some((i, 'h')) => (t.get(..i), 3600.0),
+        _ => (Some(t), 1.0),
+    };
+    num.and_then(|n| n.trim().parse::<f64>().ok())
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .map(|n| std::time::Duration::from_secs_f64(n * scale))
+        .ok_or_else(|| format!("{s:?}: a duration is a positive number with s, m or h (e.g. 45m)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,5 +137,16 @@ mod tests {
         assert_eq!(clip("€€€€", 2), "€€…");
         assert_eq!(fingerprint(b"a"), fingerprint(b"a"));
         assert_ne!(fingerprint(b"CONFIG_A=y\n"), fingerprint(b"CONFIG_A=m\n"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_duration("1.5h").unwrap().as_secs(), 5400);
+        for bad in ["", "m", "-5m", "0", "10x", "NaNs", "ππ"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 }

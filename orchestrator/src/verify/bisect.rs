@@ -171,23 +171,12 @@ pub async fn bisect(
             }
         };
         let last = rec.steps.last().map(|s| s.seconds);
-        let over_time = req.time_budget.and_then(|b| {
-            let spent = started.elapsed().as_secs_f64();
-            let est = last.unwrap_or(0.0);
-            (spent + est > b.as_secs_f64()).then(|| {
-                format!(
-                    "the time budget ({:.0} s) would be exceeded: {spent:.0} s spent, the next step takes about {est:.0} s",
-                    b.as_secs_f64()
-                )
-            })
-        });
+        let over_time = over_time(req.time_budget, started, last);
         if budget == 0 || over_time.is_some() {
             if let Some(why) = over_time {
                 say(&why);
             }
-            write_json(&state, &rec)?;
-            write_markdown(&folder, &rec)?;
-            show_in_report(&req.run_dir, &folder, &rec);
+            save(&state, &folder, &req.run_dir, &rec)?;
             return Ok(BisectEnd::Budget(rec));
         }
         budget -= 1;
@@ -203,9 +192,7 @@ pub async fn bisect(
         match ctx.step(&rec.items, set).await? {
             Err(Stop::Builds(why)) => {
                 say(&why);
-                write_json(&state, &rec)?;
-                write_markdown(&folder, &rec)?;
-                show_in_report(&req.run_dir, &folder, &rec);
+                save(&state, &folder, &req.run_dir, &rec)?;
                 return Ok(BisectEnd::Budget(rec));
             }
             Ok(step) => {
@@ -233,10 +220,31 @@ pub async fn bisect(
             }
         }
     }
-    write_json(&state, &rec)?;
-    write_markdown(&folder, &rec)?;
-    show_in_report(&req.run_dir, &folder, &rec);
+    save(&state, &folder, &req.run_dir, &rec)?;
     Ok(BisectEnd::Done(rec))
+}
+
+/// Why the next step would not fit the time budget, if it would not: the time
+/// spent plus the last step's time (nothing for the first step).
+fn over_time(
+    budget: Option<std::time::Duration>,
+    started: Instant,
+    last: Option<f64>,
+) -> Option<String> {
+    let b = budget?.as_secs_f64();
+    let spent = started.elapsed().as_secs_f64();
+    let est = last.unwrap_or(0.0);
+    (spent + est > b).then(|| {
+        format!("the time budget ({b:.0} s) would be exceeded: {spent:.0} s spent, the next step takes about {est:.0} s")
+    })
+}
+
+/// bisect.json, bisect.md and the examined run's report, as the search stops.
+fn save(state: &Path, folder: &Path, run_dir: &Path, rec: &BisectRecord) -> Result<()> {
+    write_json(state, rec)?;
+    write_markdown(folder, rec)?;
+    show_in_report(run_dir, folder, rec);
+    Ok(())
 }
 
 /// The steps so far into the examined run's report. A report that cannot be

@@ -22,6 +22,7 @@
 
 pub mod initramfs;
 pub mod kernel;
+mod reuse;
 pub mod vm;
 
 use std::os::unix::fs::DirBuilderExt;
