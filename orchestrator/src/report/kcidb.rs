@@ -424,11 +424,10 @@ fn metric_change(m: &MetricDelta) -> (&'static str, Value) {
         DecisionStatus::Same | DecisionStatus::Improvement => "PASS",
         DecisionStatus::Unknown => "DONE",
     };
-    let interval = d.worsening_ci.map(|[lo, hi]| {
-        let s = m.better.worsening_sign();
-        let (a, b) = (s * lo, s * hi);
-        Value::Array([a.min(b), a.max(b)].into_iter().filter_map(num).collect())
-    });
+    // The decision's interval as a change of the candidate, as the analysis put it.
+    let interval = m
+        .change_ci
+        .map(|ci| Value::Array(ci.into_iter().filter_map(num).collect()));
     let misc = obj(vec![
         ("decision", serde_json::to_value(d.status).ok()),
         ("change_interval", interval),
@@ -507,6 +506,8 @@ mod tests {
             baseline: 10.0,
             candidate: f64::NAN,
             change: -0.5,
+            // As the analysis records the decision's interval (run::analysis::record).
+            change_ci: Some([-0.6, -0.4]),
             baseline_values: vec![10.0, f64::INFINITY],
             decision: Some(MetricDecision {
                 status: DecisionStatus::Regression,

@@ -121,11 +121,21 @@ pub fn refresh(out: &RunDir, summary: &Summary, command: &str) -> Result<()> {
         let p = out.folded(role);
         std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))
     };
-    let (base, cand) = (read(Role::Baseline)?, read(Role::Candidate)?);
+    render_into(
+        out,
+        summary,
+        [&read(Role::Baseline)?, &read(Role::Candidate)?],
+        command,
+    )
+}
+
+/// summary.json, summary.md and report.html from a summary and both sides' folded
+/// stacks.
+fn render_into(out: &RunDir, summary: &Summary, folded: [&[u8]; 2], command: &str) -> Result<()> {
     write_json(&out.summary_json(), summary)?;
     let md = render_markdown(summary)?;
     write_atomic(&out.summary_md(), md.as_bytes())?;
-    let g = flame::graphs(&base, &cand);
+    let g = flame::graphs(folded[0], folded[1]);
     let html = render_html(summary, &g, command).context("cannot render report.html")?;
     write_atomic(&out.report_html(), html.as_bytes())
 }
@@ -138,15 +148,9 @@ pub fn write_all(
     profiles: [&Profile; 2],
     command: &str,
 ) -> Result<()> {
-    write_json(&out.summary_json(), summary)?;
-    let md = render_markdown(summary)?;
-    write_atomic(&out.summary_md(), md.as_bytes())?;
     let base = folded(profiles[0])?;
     let cand = folded(profiles[1])?;
     write_atomic(&out.folded(Role::Baseline), &base)?;
     write_atomic(&out.folded(Role::Candidate), &cand)?;
-    let g = flame::graphs(&base, &cand);
-    let html = render_html(summary, &g, command).context("cannot render report.html")?;
-    write_atomic(&out.report_html(), html.as_bytes())?;
-    Ok(())
+    render_into(out, summary, [&base, &cand], command)
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rebuild::reverted_host;
 use super::search::{self, Next, Outcome, Steps};
-use super::{needs_new_host, read_summary, Finding, How, Item, Reverted};
+use super::{needs_new_host, Finding, How, Item, Reverted};
 use crate::model::Summary;
 use crate::playbook::{ApplyCheck, HostSpec, Plan, Provider};
 use crate::progress::Progress;
@@ -117,7 +117,7 @@ pub async fn bisect(
     let (mut plan, _) =
         crate::run::resume::load_run_plan(dir, req.playbook.as_deref(), "bisect", &hint)?;
     set_repeats(&mut plan, req.repeat, req.max_repeats);
-    let original = read_summary(&RunDir::open(dir))?;
+    let original = RunDir::open(dir).read_summary()?;
     let folder = opts.out.clone();
     std::fs::create_dir_all(&folder)
         .with_context(|| format!("cannot create {}", folder.display()))?;

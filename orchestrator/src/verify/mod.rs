@@ -123,7 +123,7 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
     let hint = format!("kdelta verify {} --playbook PLAYBOOK", dir.display());
     let (mut plan, _) =
         crate::run::resume::load_run_plan(dir, req.playbook.as_deref(), "verify", &hint)?;
-    let original = read_summary(&RunDir::open(dir))?;
+    let original = RunDir::open(dir).read_summary()?;
     let item = choose(&original, req.cause.as_deref())?;
     set_repeats(&mut plan, req.repeat, req.max_repeats);
     let what = if needs_new_host(&item.key) {
@@ -189,10 +189,6 @@ pub async fn measure(
     write_json(&o.dir.join("verify.json"), &rec)?;
     report.record = Some(rec);
     Ok(report)
-}
-
-pub(crate) fn read_summary(rd: &RunDir) -> Result<Summary> {
-    rd.read_summary()
 }
 
 /// The item to revert and its two values: `--cause KEY` from the runtime delta, or
