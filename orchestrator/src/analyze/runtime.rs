@@ -260,17 +260,34 @@ pub fn flatten(f: &Facts) -> BTreeMap<String, (String, KeyKind)> {
         match v {
             serde_json::Value::Object(o) => {
                 for (sk, sv) in o {
-                    let s = match sv {
-                        serde_json::Value::String(s) => s.clone(),
-                        other => other.to_string(),
+                    let s = crate::analyze::facts_read::scalar_text(sv)
+                        .unwrap_or_else(|| sv.to_string());
+                    let key = format!("{k}.{sk}");
+                    // The machine's shape, like `nr_cpus`: not a knob.
+                    let kind = if matches!(key.as_str(), "cpu.online" | "cpu.numa_nodes") {
+                        Confounder
+                    } else {
+                        Knob
                     };
-                    put(format!("{k}.{sk}"), s, Knob);
+                    put(key, s, kind);
                 }
             }
-            serde_json::Value::String(s) if k == "perf_event_paranoid" || k == "kptr_restrict" => {
-                put(format!("extra.{k}"), s.clone(), Confounder);
+            scalar => {
+                let Some(s) = crate::analyze::facts_read::scalar_text(scalar) else {
+                    continue;
+                };
+                match k.as_str() {
+                    "perf_event_paranoid" | "kptr_restrict" => {
+                        put(format!("extra.{k}"), s, Confounder)
+                    }
+                    // The build and the capture, not the kernel's behaviour: the
+                    // version itself is compared as `kernel`.
+                    "proc_version" | "kernel_config_source" | "perf_broken" | "is_root" => {}
+                    "arch" => put("arch".into(), s, Confounder),
+                    // `thp_defrag`, and what a hand-written file adds at the top.
+                    _ => put(k.clone(), s, Knob),
+                }
             }
-            _ => {}
         }
     }
     if let Some(p) = &f.perf_version {
@@ -287,10 +304,13 @@ pub fn one_sided_counts(key: &str, other: &BTreeMap<String, (String, KeyKind)>) 
     if let Some(k) = key.strip_prefix("sysctl.") {
         return !per_interface(k) && other.keys().any(|o| o.starts_with("sysctl."));
     }
-    if key.starts_with("nic.") {
-        // Compare NICs only by a name both hosts have.
-        let name = key.split('.').nth(1).unwrap_or("");
-        return other.keys().any(|o| o.starts_with(&format!("nic.{name}.")));
+    if key.starts_with("nic.") || key.starts_with("block.") {
+        // Compare NICs and disks only by a name both hosts have.
+        let mut parts = key.split('.');
+        let (group, name) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        return other
+            .keys()
+            .any(|o| o.starts_with(&format!("{group}.{name}.")));
     }
     if let Some((group, _)) = key.split_once('.') {
         return other.keys().any(|o| o.starts_with(&format!("{group}.")));

@@ -23,6 +23,8 @@ pub struct Capture {
     pub metrics: Option<Metrics>,
     pub files: Vec<String>,
     pub missing: Vec<String>,
+    /// Files that are there but could not be read at all, with why.
+    pub unreadable: Vec<(String, String)>,
     pub warnings: Vec<String>,
 }
 
@@ -59,6 +61,7 @@ pub fn load_capture(path: &Path, name: &str, fold_opts: &FoldOptions) -> Result<
         facts: None,
         metrics: None,
         missing: vec![],
+        unreadable: vec![],
         warnings: vec![],
     };
     c.warnings.extend(c.profile.warnings.iter().cloned());
@@ -73,7 +76,7 @@ pub fn load_capture(path: &Path, name: &str, fold_opts: &FoldOptions) -> Result<
     if c.config.is_some() {
         c.config_sha256 = sha256_file(&dir.kernel_config());
     }
-    c.facts = read_optional_json(&dir.facts_json(), &mut c);
+    c.facts = read_facts_file(&dir.facts_json(), &mut c);
     c.metrics = read_optional_json(&dir.metrics_json(), &mut c);
     Ok(c)
 }
@@ -131,6 +134,33 @@ fn read_optional_json<T: serde::de::DeserializeOwned>(path: &Path, c: &mut Captu
         }
         Err(e) => {
             c.warnings.push(format!("{}: ignored: {e}", path.display()));
+            c.unreadable.push((file_name(path), e.to_string()));
+            None
+        }
+    }
+}
+
+/// `facts.json`, field by field ([`super::facts_read`]): a bad field is a warning
+/// naming it, only a file that is not a JSON object is unreadable.
+fn read_facts_file(path: &Path, c: &mut Capture) -> Option<Facts> {
+    if !path.is_file() {
+        c.missing.push(file_name(path));
+        return None;
+    }
+    let read = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|t| super::facts_read::read_facts(&t));
+    match read {
+        Ok((f, dropped)) => {
+            for d in dropped {
+                c.warnings.push(format!("{}: {d}", path.display()));
+            }
+            c.files.push(file_name(path));
+            Some(f)
+        }
+        Err(e) => {
+            c.warnings.push(format!("{}: ignored: {e}", path.display()));
+            c.unreadable.push((file_name(path), e));
             None
         }
     }

@@ -96,8 +96,8 @@ async fn check_hosts(
 /// SSH, perf, the kernel config, disk and clock of one host.
 async fn check_one(h: &Host, r: &Remote, lines: &mut Vec<String>) -> Result<()> {
     let t = Duration::from_secs(60);
-    let out = r.run("facts", facts::FACTS_SCRIPT, t).await?;
-    let f = facts::parse_facts(&out.stdout);
+    let out = facts::gather(r, t).await?;
+    let f = facts::parse_facts(&out);
     preflight(h.role, &f)?;
     let cfg = r.run_unchecked("config", facts::CONFIG_SCRIPT, t).await?;
     lines.push(format!(

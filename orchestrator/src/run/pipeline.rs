@@ -285,8 +285,8 @@ async fn facts(cx: &RunCtx<'_>, h: &Host, r: &Remote) -> Result<Facts> {
     let hd = cx.rd.host(h.role);
     cx.progress
         .step(h.role.as_str(), "gathering facts and kernel config");
-    let out = r.run("facts", facts::FACTS_SCRIPT, cmd_t).await?;
-    let f = facts::parse_facts(&out.stdout);
+    let out = facts::gather(r, cmd_t).await?;
+    let f = facts::parse_facts(&out);
     write_json(&hd.facts_json(), &f)?;
     let cfg = r
         .run_unchecked("kernel-config", facts::CONFIG_SCRIPT, cmd_t)
