@@ -153,6 +153,7 @@ fn capture(name: &str, text: &str, config: Option<KernelConfig>, facts: Option<F
         metrics: None,
         files: vec![],
         missing: vec![],
+        unreadable: vec![],
         warnings: vec![],
     }
 }
@@ -948,4 +949,116 @@ fn options_of_one_kernel_only_are_not_blamed_as_knobs() {
             s.config_counts
         );
     }
+}
+
+/// Issue 17's first incident: a boot parameter only on the candidate that no
+/// knowledge-base entry lists, with a tenth of busy time in functions named after it.
+#[test]
+fn a_boot_parameter_outside_the_knowledge_base_is_named_by_its_functions() {
+    let s = runtime_scenario(
+        91,
+        facts("quiet", "Not affected", "0", 0),
+        facts("quiet page_table_check=on", "Not affected", "0", 0),
+        &[
+            &[
+                "__page_table_check_pte_set",
+                "set_pte_range",
+                "filemap_map_pages",
+                "do_fault",
+                "handle_mm_fault",
+                "exc_page_fault",
+            ],
+            &[
+                "page_table_check_clear",
+                "zap_pte_range",
+                "unmap_page_range",
+                "exit_mmap",
+            ],
+        ],
+        0.1,
+    );
+    let top = &s.attributions[0];
+    assert_eq!(
+        top.cause, "cmdline.page_table_check",
+        "{:#?}",
+        s.attributions
+    );
+    assert_eq!(top.source, CauseSource::NameMatch);
+    assert!(
+        (top.explained_share - 0.1).abs() < 0.03,
+        "{}",
+        top.explained_share
+    );
+    assert!(
+        top.evidence
+            .iter()
+            .any(|e| e.symbol == "__page_table_check_pte_set"),
+        "{:?}",
+        top.evidence
+    );
+}
+
+/// Probe code that no captured difference explains: the remainder names its family
+/// and what to check, in the caveats and in the headline.
+#[test]
+fn unexplained_probe_code_says_what_to_check() {
+    let s = runtime_scenario(
+        93,
+        facts("quiet", "Not affected", "0", 0),
+        facts("quiet", "Not affected", "0", 0),
+        &[
+            &[
+                "kprobe_ftrace_handler",
+                "ftrace_regs_call",
+                "tcp_sendmsg",
+                "sock_sendmsg",
+            ],
+            &[
+                "kprobe_dispatcher",
+                "kprobe_ftrace_handler",
+                "tcp_sendmsg",
+                "sock_sendmsg",
+            ],
+        ],
+        0.15,
+    );
+    assert!(s.attributions.is_empty(), "{:#?}", s.attributions);
+    let note = s
+        .caveats
+        .iter()
+        .find(|c| c.starts_with("unexplained: "))
+        .unwrap_or_else(|| panic!("{:#?}", s.caveats));
+    assert!(note.contains("probe and tracing code"), "{note}");
+    assert!(note.contains("kprobe_events"), "{note}");
+}
+
+/// The only knob that differs, with functions on one side that carry no name of it:
+/// tied by elimination, at medium confidence at most, and said so.
+#[test]
+fn the_only_difference_is_tied_by_elimination() {
+    let mut cand = facts("quiet", "Not affected", "0", 0);
+    cand.extra.insert(
+        "clock".into(),
+        serde_json::json!({ "clocksource": "acpi_pm" }),
+    );
+    let mut base = facts("quiet", "Not affected", "0", 0);
+    base.extra
+        .insert("clock".into(), serde_json::json!({ "clocksource": "tsc" }));
+    // `acpi_pm_read` would be a value match; these carry no name of the value.
+    let s = runtime_scenario(
+        95,
+        base,
+        cand,
+        &[&["ioread32", "pm_timer_read_slow", "ktime_get", "tcp_sendmsg"]],
+        0.12,
+    );
+    let top = &s.attributions[0];
+    assert_eq!(top.cause, "clock.clocksource", "{:#?}", s.attributions);
+    assert_eq!(top.source, CauseSource::Elimination);
+    assert_ne!(top.confidence, Confidence::High);
+    assert!(
+        top.why.contains("only configuration or runtime difference"),
+        "{}",
+        top.why
+    );
 }

@@ -77,6 +77,60 @@ impl Cause {
         }
     }
 
+    /// A cause from one runtime key tied to functions by name (no direction is
+    /// predicted: the functions were taken from the side whose value names them).
+    pub(crate) fn for_runtime(r: &RuntimeChange, why: String, names: BTreeSet<String>) -> Cause {
+        Cause {
+            name: r.key.clone(),
+            kind: CauseKind::of_key(&r.key),
+            title: r.key.clone(),
+            baseline: r.baseline.clone(),
+            candidate: r.candidate.clone(),
+            related: vec![],
+            why,
+            source: CauseSource::NameMatch,
+            hot_when: HotWhen::Either,
+            symbols: None,
+            context: vec![],
+            names,
+            hits: vec![(r.key.clone(), r.baseline.clone(), r.candidate.clone())],
+        }
+    }
+
+    /// The only knob that differs, tied to the functions of one side only.
+    pub(crate) fn by_elimination(
+        key: &str,
+        b: &str,
+        c: &str,
+        why: String,
+        names: BTreeSet<String>,
+    ) -> Cause {
+        Cause {
+            name: key.to_string(),
+            kind: if key.starts_with("CONFIG_") {
+                CauseKind::Kconfig
+            } else {
+                CauseKind::of_key(key)
+            },
+            title: key.trim_start_matches("CONFIG_").to_ascii_lowercase(),
+            baseline: b.to_string(),
+            candidate: c.to_string(),
+            related: vec![],
+            why,
+            source: CauseSource::Elimination,
+            hot_when: HotWhen::Either,
+            symbols: None,
+            context: vec![],
+            names,
+            hits: vec![(key.to_string(), b.to_string(), c.to_string())],
+        }
+    }
+
+    /// Every delta key behind the cause.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.hits.iter().map(|h| h.0.as_str())
+    }
+
     pub(crate) fn matches_name(&self, f: &str) -> bool {
         self.names.contains(f) || self.symbols.as_ref().is_some_and(|r| r.is_match(f))
     }

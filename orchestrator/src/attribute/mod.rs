@@ -14,8 +14,11 @@
 
 pub mod cause;
 mod charge;
+pub mod family;
 pub mod kb;
 pub mod ksrc;
+pub mod reasoning;
+pub mod runtime_match;
 
 use std::collections::BTreeSet;
 
@@ -175,7 +178,7 @@ fn rank(i: usize, c: &Cause, s: &Sides, opts: &AttributeOptions) -> Ranked {
     let (hot, cold) = if explained > 0.0 { (sc, sb) } else { (sb, sc) };
     let confidence = if explained.abs() >= 0.03
         && p < 1e-6
-        && c.source != CauseSource::NameMatch
+        && !matches!(c.source, CauseSource::NameMatch | CauseSource::Elimination)
         && direction_ok == Some(true)
         && hot >= 2.0 * cold
     {

@@ -17,6 +17,8 @@ pub struct VerdictInput<'a> {
     pub metrics: &'a [MetricDelta],
     pub attributions: &'a [Attribution],
     pub unexplained: &'a [FunctionShare],
+    /// The family of kernel code most of the unexplained remainder is in.
+    pub unexplained_family: Option<&'a str>,
     /// Cause name → its short title (`kasan`), for the headline.
     pub titles: &'a BTreeMap<String, String>,
     /// Busy share of all samples, baseline and candidate.
@@ -190,8 +192,11 @@ fn top_unexplained(v: &VerdictInput) -> String {
         "no configuration or runtime difference explains the profile change".to_string()
     } else {
         format!(
-            "no configuration or runtime difference explains it; the extra time is in {}",
-            names.join(", ")
+            "no configuration or runtime difference explains it; the extra time is in {}{}",
+            names.join(", "),
+            v.unexplained_family
+                .map(|f| format!(" (mostly {f}: see the caveats for what to check)"))
+                .unwrap_or_default()
         )
     }
 }

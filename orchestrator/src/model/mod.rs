@@ -650,6 +650,8 @@ pub enum CauseSource {
     NameMatch,
     /// Kbuild and `#ifdef` of a kernel source tree.
     KernelSource,
+    /// The only difference captured, with functions on one side only.
+    Elimination,
 }
 
 impl CauseSource {
@@ -658,6 +660,7 @@ impl CauseSource {
             CauseSource::KnowledgeBase => "knowledge-base",
             CauseSource::NameMatch => "name-match",
             CauseSource::KernelSource => "kernel-source",
+            CauseSource::Elimination => "elimination",
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::analyze::functions::{function_deltas, side_counts, SideCounts};
 use crate::analyze::metrics::metric_deltas;
 use crate::analyze::runtime::runtime_delta;
 use crate::analyze::side::{load_capture, side_summary, Capture};
-use crate::attribute::{self, cause, ksrc, AttributeOptions, Cause, KnowledgeBase};
+use crate::attribute::{self, cause, ksrc, reasoning, AttributeOptions, Cause, KnowledgeBase};
 use crate::format::pct;
 use crate::gate::decision::{self, CpuEvidence};
 use crate::gate::verdict::{verdict, VerdictInput};
@@ -21,7 +21,7 @@ use crate::kconfig;
 use crate::model::{
     Assessment, Attribution, Confidence, ConfigChange, ConfigChangeKind, ConfigDeltaCounts,
     DecisionStatus, HostsRecord, KeyKind, MetricDecision, MetricDelta, PhaseStatus, ProviderKind,
-    Role, RunRecord, RuntimeChange, Summary, Verdict,
+    Role, RunRecord, RuntimeChange, SideSummary, Summary, Verdict,
 };
 use crate::rundir::RunDir;
 
@@ -210,7 +210,16 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         candidate_worse,
         &a.attribute,
     );
-    caveats.extend(attr.caveats);
+    caveats.extend(attr.caveats.iter().cloned());
+    let (base_sum, cand_sum) = (side_summary(base), side_summary(cand));
+    caveats.extend(reasoning_notes(
+        &attr,
+        worse,
+        candidate_worse,
+        profile_shift,
+        (&config_delta, &runtime_delta),
+        [&base_sum, &cand_sum],
+    ));
     let evidence = cpu_evidence(&attr.attributions);
     for m in &mut metrics {
         if let Some(mut d) = m.decision.take() {
@@ -228,6 +237,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         metrics: &metrics,
         attributions: &attr.attributions,
         unexplained: &attr.unexplained_functions,
+        unexplained_family: reasoning::dominant_family(&attr.unexplained_functions),
         titles: &titles,
         busy: [
             1.0 - base.profile.idle_share(),
@@ -244,8 +254,8 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
     Ok(Summary {
         schema: 1,
         tool_version: env!("CARGO_PKG_VERSION").into(),
-        baseline: side_summary(base),
-        candidate: side_summary(cand),
+        baseline: base_sum,
+        candidate: cand_sum,
         verdict: Verdict { status, headline },
         metrics,
         functions,
@@ -264,6 +274,37 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         history: vec![],
         proof: None,
     })
+}
+
+/// What a person would add when the mechanisms leave work unexplained: a diffuse
+/// slowdown's suspects, the remainder's family and what to check.
+fn reasoning_notes(
+    attr: &attribute::AttributionResult,
+    worse: bool,
+    candidate_worse: bool,
+    profile_shift: f64,
+    (config_delta, runtime_delta): (&[ConfigChange], &[RuntimeChange]),
+    [b, c]: [&SideSummary; 2],
+) -> Vec<String> {
+    let any_listed = attr
+        .attributions
+        .iter()
+        .any(|x| x.confidence != Confidence::Low && (x.explained_share > 0.0) == candidate_worse);
+    let mut notes: Vec<String> = reasoning::diffuse_note(
+        worse,
+        attr.unexplained_share,
+        profile_shift,
+        any_listed,
+        config_delta,
+        runtime_delta,
+        [b.compiler.as_deref(), c.compiler.as_deref()],
+    )
+    .into_iter()
+    .collect();
+    if attr.unexplained_share >= 0.02 {
+        notes.extend(reasoning::describe_unexplained(&attr.unexplained_functions));
+    }
+    notes
 }
 
 /// Puts a metric's decision into the metric: the interval, p and assessment the
@@ -384,7 +425,13 @@ fn runtime_changes(
     caveats: &mut Vec<String>,
 ) -> Vec<RuntimeChange> {
     let (Some(b), Some(c)) = (&base.facts, &cand.facts) else {
-        caveats.push("facts.json missing on one side: runtime settings cannot be compared".into());
+        for side in [base, cand].into_iter().filter(|s| s.facts.is_none()) {
+            let why = match side.unreadable.iter().find(|(f, _)| f == "facts.json") {
+                Some((_, e)) => format!("facts.json of {} could not be read ({e})", side.name),
+                None => format!("facts.json missing on {} (not captured)", side.name),
+            };
+            caveats.push(format!("{why}: runtime settings cannot be compared"));
+        }
         return vec![];
     };
     let delta = runtime_delta(b, c);
@@ -442,6 +489,24 @@ fn causes(
         causes.extend(mapped);
     }
     causes.extend(cause::name_match_causes(config_delta, &covered, sb, sc));
+    let covered_keys: BTreeSet<String> = causes
+        .iter()
+        .flat_map(|c| c.keys())
+        .map(str::to_string)
+        .collect();
+    causes.extend(attribute::runtime_match::runtime_name_causes(
+        runtime_delta,
+        &covered_keys,
+        sb,
+        sc,
+    ));
+    causes.extend(reasoning::only_difference(
+        config_delta,
+        runtime_delta,
+        &causes,
+        sb,
+        sc,
+    ));
     Ok(causes)
 }
 

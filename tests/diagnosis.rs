@@ -1,0 +1,154 @@
+//! Diagnosis beyond the knowledge base (issue 17) on a real capture: the lab run of
+//! `playbooks/lab-tc-filters.yaml` (tests/fixtures/captures/SOURCE.md), whose cause —
+//! 2000 tc u32 filters on the candidate's eth0 — no entry of
+//! `configs/attribution.yaml` names. And `facts.json` as people write it.
+
+use std::path::{Path, PathBuf};
+
+use kdelta::analyze::fold::FoldOptions;
+use kdelta::analyze::load_capture;
+use kdelta::attribute::KnowledgeBase;
+use kdelta::model::{CauseSource, Summary, VerdictStatus};
+use kdelta::run::analysis::{summarize, AnalysisSetup};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/captures/lab-tc-filters")
+}
+
+fn analyse(base: &Path, cand: &Path) -> Summary {
+    let fo = FoldOptions::default();
+    let b = load_capture(base, "baseline", &fo).unwrap();
+    let c = load_capture(cand, "candidate", &fo).unwrap();
+    let setup = AnalysisSetup::default().load().unwrap();
+    summarize(&b, &c, &setup).unwrap()
+}
+
+/// The two capture folders copied, with `facts.json` of each side replaced.
+fn with_facts(tag: &str, base: Option<&str>, cand: Option<&str>) -> (PathBuf, PathBuf) {
+    let root = std::env::temp_dir().join(format!("kdelta-diag-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut out = vec![];
+    for (side, facts) in [("baseline", base), ("candidate", cand)] {
+        let d = root.join(side);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["kernel.config", "metrics.json", "perf.script.zst"] {
+            std::fs::copy(fixture().join(side).join(f), d.join(f)).unwrap();
+        }
+        if let Some(text) = facts {
+            std::fs::write(d.join("facts.json"), text).unwrap();
+        }
+        out.push(d);
+    }
+    (out[0].clone(), out[1].clone())
+}
+
+#[test]
+fn tc_filters_are_named_by_the_value_that_selects_their_code() {
+    let kb = KnowledgeBase::builtin().unwrap();
+    let key = "nic.eth0.tc_filter_kinds";
+    for e in &kb.entries {
+        for pat in &e.runtime {
+            let re = kdelta::attribute::kb::glob_regex(pat).unwrap();
+            assert!(
+                !re.is_match(key),
+                "{} names {key}: not a test of the general mechanisms",
+                e.id
+            );
+        }
+    }
+    let s = analyse(&fixture().join("baseline"), &fixture().join("candidate"));
+    assert_eq!(
+        s.verdict.status,
+        VerdictStatus::Regression,
+        "{}",
+        s.verdict.headline
+    );
+    let top = &s.attributions[0];
+    assert_eq!(top.cause, key, "{:#?}", s.attributions);
+    assert_eq!(top.source, CauseSource::NameMatch);
+    assert_eq!(
+        (top.baseline.as_str(), top.candidate.as_str()),
+        ("(absent)", "u32")
+    );
+    assert!(top.explained_share > 0.1, "{}", top.explained_share);
+    assert!(
+        top.evidence.iter().any(|e| e.symbol == "u32_classify"),
+        "{:?}",
+        top.evidence
+    );
+    assert!(s.verdict.headline.contains(key), "{}", s.verdict.headline);
+    // The filter count differs too, and is in the delta for the reader.
+    assert!(s
+        .runtime_delta
+        .iter()
+        .any(|r| r.key == "nic.eth0.tc_filters" && r.candidate == "2000"));
+}
+
+#[test]
+fn hand_written_facts_with_numbers_and_booleans_work() {
+    let base = r#"{"kernel": "6.18.44", "nr_cpus": 2, "memory_kb": "24576000",
+        "sysctl": {"fs.file-max": 9223372036854775807, "net.ipv4.tcp_mem": [4096, 87380, 6291456],
+                   "net.ipv4.tcp_sack": true},
+        "nic": [{"name": "eth0", "mtu": 1500, "features": {"tc_filters": 0}}]}"#;
+    let cand = r#"{"kernel": "6.18.44", "nr_cpus": 2, "memory_kb": 24576000,
+        "sysctl": {"fs.file-max": 9223372036854775807, "net.ipv4.tcp_mem": [4096, 87380, 6291456],
+                   "net.ipv4.tcp_sack": 1, "vm.swappiness": {"oops": 1}},
+        "nic": [{"name": "eth0", "mtu": "1500", "features": {"tc_filters": 2000, "tc_filter_kinds": "u32"}}]}"#;
+    let (b, c) = with_facts("numbers", Some(base), Some(cand));
+    let s = analyse(&b, &c);
+    assert!(
+        !s.caveats.iter().any(|c| c.contains("facts.json")),
+        "{:?}",
+        s.caveats
+    );
+    assert_eq!(
+        s.warnings
+            .iter()
+            .filter(|w| w.contains("facts.json"))
+            .count(),
+        1,
+        "{:?}",
+        s.warnings
+    );
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("`sysctl.vm.swappiness`")),
+        "{:?}",
+        s.warnings
+    );
+    // `true` and `1` are one value; numbers compare as text.
+    assert!(
+        !s.runtime_delta.iter().any(|r| r.key.starts_with("sysctl.")),
+        "{:?}",
+        s.runtime_delta
+    );
+    assert_eq!(
+        s.attributions[0].cause, "nic.eth0.tc_filter_kinds",
+        "{:#?}",
+        s.attributions
+    );
+}
+
+#[test]
+fn missing_and_unreadable_facts_are_different_caveats() {
+    let good = std::fs::read_to_string(fixture().join("baseline/facts.json")).unwrap();
+    let (b, c) = with_facts("unreadable", Some(&good), Some("{ not json"));
+    let s = analyse(&b, &c);
+    assert!(
+        s.caveats
+            .iter()
+            .any(|x| x.starts_with("facts.json of candidate could not be read")),
+        "{:?}",
+        s.caveats
+    );
+    let (b, c) = with_facts("missing", Some(&good), None);
+    let s = analyse(&b, &c);
+    assert!(
+        s.caveats
+            .iter()
+            .any(|x| x.starts_with("facts.json missing on candidate")),
+        "{:?}",
+        s.caveats
+    );
+}
