@@ -6,6 +6,7 @@ pub mod facts_read;
 pub mod fold;
 pub mod functions;
 pub mod metrics;
+pub mod renames;
 pub mod runtime;
 pub mod side;
 pub mod stats;

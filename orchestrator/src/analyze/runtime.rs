@@ -51,6 +51,10 @@ fn volatile_sysctl(k: &str) -> bool {
         "net.ipv4.tcp_fastopen_key",
         "kernel.random.entropy_avail",
         "kernel.random.boot_id",
+        // The build's number and date (`#2 SMP Fri Dec 4 …`): the kernel is compared
+        // as `kernel`, and a rebuild of the same source differs here.
+        "kernel.version",
+        "kernel.osrelease",
         "kernel.random.uuid",
         "fs.overflowuid",
         "kernel.sched_domain",

@@ -161,8 +161,11 @@ const PREFIXES: &[(Family, &[&str])] = &[
         &[
             "native_queued_spin_lock",
             "queued_spin_lock",
-            "raw_spin_lock",
-            "_raw_spin",
+            "raw_spin",
+            "raw_read",
+            "raw_write",
+            "spin_unlock",
+            "spin_lock_irq",
             "_raw_read",
             "_raw_write",
             "spin_lock",
@@ -283,7 +286,8 @@ const PREFIXES: &[(Family, &[&str])] = &[
             "pfifo",
             "fq_",
             "tc_",
-            "raw_",
+            "raw_sendmsg",
+            "raw_rcv",
             "neigh_",
             "fib_",
             "dst_",
@@ -485,6 +489,11 @@ mod tests {
             Family::of("native_queued_spin_lock_slowpath"),
             Some(Family::Locking)
         );
+        assert_eq!(
+            Family::of("_raw_spin_unlock_irqrestore"),
+            Some(Family::Locking)
+        );
+        assert_eq!(Family::of("raw_sendmsg"), Some(Family::Networking));
         assert_eq!(Family::of("clear_page_erms"), Some(Family::Memory));
         assert_eq!(Family::of("handle_softirqs"), Some(Family::Interrupts));
         assert_eq!(Family::of("avc_has_perm"), Some(Family::Security));

@@ -38,6 +38,9 @@ pub struct AttributeOptions {
     pub min_share: f64,
     /// Largest p-value listed. Default 1e-3.
     pub max_p: f64,
+    /// Functions renamed between the two kernels (baseline name, candidate name),
+    /// joined in the unexplained remainder as the function table joins them.
+    pub renames: Vec<(String, String)>,
 }
 
 impl Default for AttributeOptions {
@@ -45,6 +48,7 @@ impl Default for AttributeOptions {
         AttributeOptions {
             min_share: 0.005,
             max_p: 1e-3,
+            renames: vec![],
         }
     }
 }
@@ -126,7 +130,7 @@ pub fn attribute(
     }
     let sign = if candidate_worse { 1.0 } else { -1.0 };
     out.sort_by(|a, b| (sign * b.explained_share).total_cmp(&(sign * a.explained_share)));
-    let (unexplained_functions, unexplained_share) = unexplained(&sides, sign);
+    let (unexplained_functions, unexplained_share) = unexplained(&sides, sign, &opts.renames);
     let cause_shares = out
         .iter()
         .take(6)
@@ -255,21 +259,31 @@ fn stacks(i: usize, s: &Sides, candidate_hotter: bool) -> Vec<EvidenceStack> {
 
 /// What nothing explains: significant shifts in leaf time of uncharged samples, in
 /// the direction being explained (`sign`), the top 15 and their summed share.
-fn unexplained(s: &Sides, sign: f64) -> (Vec<FunctionShare>, f64) {
+fn unexplained(s: &Sides, sign: f64, renames: &[(String, String)]) -> (Vec<FunctionShare>, f64) {
     let mut out = Vec::new();
-    let names: BTreeSet<&String> = s
+    // The candidate's leaves under the baseline's names where a function was renamed.
+    let mut cand: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for (f, x) in &s.cand.uncharged_self {
+        let name = renames
+            .iter()
+            .find(|(_, c)| c == f)
+            .map_or(f.as_str(), |(b, _)| b.as_str());
+        *cand.entry(name).or_default() += x;
+    }
+    let names: BTreeSet<&str> = s
         .base
         .uncharged_self
         .keys()
-        .chain(s.cand.uncharged_self.keys())
+        .map(String::as_str)
+        .chain(cand.keys().copied())
         .collect();
     for f in names {
         let xb = s.base.uncharged_self.get(f).copied().unwrap_or(0);
-        let xc = s.cand.uncharged_self.get(f).copied().unwrap_or(0);
+        let xc = cand.get(f).copied().unwrap_or(0);
         let d = share(xc, s.cand_busy) - share(xb, s.base_busy);
         if sign * d > 0.001 && s.p(xb, xc) < 1e-3 {
             out.push(FunctionShare {
-                symbol: f.clone(),
+                symbol: f.to_string(),
                 baseline_share: share(xb, s.base_busy),
                 candidate_share: share(xc, s.cand_busy),
             });

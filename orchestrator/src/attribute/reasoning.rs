@@ -201,7 +201,11 @@ pub fn dominant_family(fns: &[FunctionShare]) -> Option<&'static str> {
 /// The unexplained remainder by family of kernel code, largest first, with the
 /// top functions of each and what to check for the largest: `probe and tracing
 /// code 8.1 pts (kprobe_ftrace_handler, …); …: check …`.
-pub fn describe_unexplained(fns: &[FunctionShare]) -> Option<String> {
+pub fn describe_unexplained(
+    fns: &[FunctionShare],
+    cause_listed: bool,
+    versions_differ: bool,
+) -> Option<String> {
     let mut by: BTreeMap<Option<Family>, (f64, Vec<&str>)> = BTreeMap::new();
     for f in fns {
         let e = by.entry(Family::of(&f.symbol)).or_default();
@@ -225,9 +229,20 @@ pub fn describe_unexplained(fns: &[FunctionShare]) -> Option<String> {
             )
         })
         .collect();
+    // Beside a listed cause, the rest is often its indirect cost: inline checks that
+    // call nothing, cache and TLB pressure. Say so before sending the reader elsewhere.
+    let hedge = match (versions_differ, cause_listed) {
+        (true, _) => "between two kernel versions this code may simply have been rewritten or renamed; if it was not, ",
+        (false, true) => "this may be the indirect cost of the cause above (its inline code, cache and TLB pressure); if it is not, ",
+        (false, false) => "",
+    };
     let next = match first.0 {
-        Some(fam) => format!("; no captured difference touches {}: {}", fam.name(), fam.next_step()),
-        None => "; these functions belong to no family kdelta knows: look them up in the kernel source (`git grep -n '^<name>('`) and at their callers in the flame graph".to_string(),
+        Some(fam) => format!(
+            "; {hedge}no captured difference touches {}: {}",
+            fam.name(),
+            fam.next_step()
+        ),
+        None => format!("; {hedge}these functions belong to no family kdelta knows: look them up in the kernel source (`git grep -n '^<name>('`) and at their callers in the flame graph"),
     };
     Some(format!("unexplained: {}{next}", parts.join("; ")))
 }
@@ -246,15 +261,25 @@ mod tests {
 
     #[test]
     fn unexplained_by_family_with_next_step() {
-        let s = describe_unexplained(&[
-            share("kprobe_ftrace_handler", 0.0, 0.05),
-            share("trace_call_bpf", 0.0, 0.03),
-            share("tcp_sendmsg", 0.10, 0.11),
-        ])
+        let s = describe_unexplained(
+            &[
+                share("kprobe_ftrace_handler", 0.0, 0.05),
+                share("trace_call_bpf", 0.0, 0.03),
+                share("tcp_sendmsg", 0.10, 0.11),
+            ],
+            false,
+            false,
+        )
         .expect("something");
         assert!(s.starts_with("unexplained: probe and tracing code 8.0 pts (kprobe_ftrace_handler, trace_call_bpf); networking 1.0 pts"), "{s}");
         assert!(s.contains("kprobe_events"), "{s}");
-        assert!(describe_unexplained(&[]).is_none());
+        assert!(describe_unexplained(&[], false, false).is_none());
+        let hedged =
+            describe_unexplained(&[share("tcp_ack", 0.1, 0.2)], true, false).expect("some");
+        assert!(
+            hedged.contains("indirect cost of the cause above"),
+            "{hedged}"
+        );
     }
 
     #[test]

@@ -159,11 +159,9 @@ fn host_names(rd: &RunDir) -> [String; 2] {
 /// The whole analysis of two loaded sides.
 pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary> {
     let mut caveats = Vec::new();
-    let mut warnings: Vec<String> = base
-        .warnings
+    let mut warnings: Vec<String> = [base, cand]
         .iter()
-        .chain(&cand.warnings)
-        .cloned()
+        .flat_map(|c| c.warnings.clone())
         .collect();
     for c in [base, cand] {
         side_notes(c, &mut caveats, &mut warnings)?;
@@ -193,8 +191,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         let d = decision::decide(m, limit, a.alpha);
         record(m, d);
     }
-    let sb = side_counts(&base.profile);
-    let sc = side_counts(&cand.profile);
+    let (sb, sc, renamed) = counted_sides(base, cand, &mut caveats);
     let (functions, profile_shift) = function_deltas(&sb, &sc, a.max_functions.max(1));
     let causes = causes(base, cand, a, &config_delta, &runtime_delta, [&sb, &sc])?;
 
@@ -208,7 +205,10 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         &base.profile,
         &cand.profile,
         candidate_worse,
-        &a.attribute,
+        &AttributeOptions {
+            renames: renamed,
+            ..a.attribute.clone()
+        },
     );
     caveats.extend(attr.caveats.iter().cloned());
     let (base_sum, cand_sum) = (side_summary(base), side_summary(cand));
@@ -244,6 +244,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
             1.0 - cand.profile.idle_share(),
         ],
     });
+    let headline = with_version_suspect(headline, [&base_sum, &cand_sum]);
     if (cand.profile.idle_share() - base.profile.idle_share()).abs() > 0.1 {
         caveats.push(format!(
             "idle share differs a lot ({} vs {}): shares are of busy time on each side",
@@ -276,6 +277,37 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
     })
 }
 
+/// Each side's function counts, the candidate's renamed functions under the
+/// baseline's names (said in a caveat).
+fn counted_sides(
+    base: &Capture,
+    cand: &Capture,
+    caveats: &mut Vec<String>,
+) -> (SideCounts, SideCounts, Vec<(String, String)>) {
+    let sb = side_counts(&base.profile);
+    let mut sc = side_counts(&cand.profile);
+    let renamed = crate::analyze::renames::align_renames(&sb, &mut sc);
+    if !renamed.is_empty() {
+        let list: Vec<String> = renamed.iter().map(|(b, c)| format!("{b} = {c}")).collect();
+        caveats.push(format!(
+            "functions renamed between the two kernels are compared as one (baseline = candidate name): {}",
+            list.join(", ")
+        ));
+    }
+    (sb, sc, renamed)
+}
+
+/// Between two kernel versions the headline says that the version is the first
+/// suspect, whatever it names.
+fn with_version_suspect(headline: String, [b, c]: [&SideSummary; 2]) -> String {
+    match (&b.kernel, &c.kernel) {
+        (Some(b), Some(c)) if b != c => format!(
+            "{headline} Kernel versions differ ({b} → {c}): the version change is the first suspect."
+        ),
+        _ => headline,
+    }
+}
+
 /// What a person would add when the mechanisms leave work unexplained: a diffuse
 /// slowdown's suspects, the remainder's family and what to check.
 fn reasoning_notes(
@@ -302,7 +334,12 @@ fn reasoning_notes(
     .into_iter()
     .collect();
     if attr.unexplained_share >= 0.02 {
-        notes.extend(reasoning::describe_unexplained(&attr.unexplained_functions));
+        let versions_differ = b.kernel.is_some() && c.kernel.is_some() && b.kernel != c.kernel;
+        notes.extend(reasoning::describe_unexplained(
+            &attr.unexplained_functions,
+            any_listed,
+            versions_differ,
+        ));
     }
     notes
 }
@@ -446,6 +483,15 @@ fn runtime_changes(
             "perf_version" => "perf versions differ",
             _ => continue,
         };
+        if r.key == "kernel" {
+            // Between versions everything changed at once: the version is the first
+            // suspect, and a cause below is only what the data singles out.
+            caveats.insert(0, format!(
+                "kernel versions differ ({} → {}): the version change is the first suspect — thousands of functions and config options changed with it, so the causes listed are only what the profile singles out, and what remains is the version's (bisect the versions with git bisect to go further)",
+                r.baseline, r.candidate
+            ));
+            continue;
+        }
         caveats.push(format!("{what}: {} vs {}", r.baseline, r.candidate));
     }
     delta

@@ -181,6 +181,46 @@ fn users(root: &Path, role: Role, user_pubkey: &str) -> Result<()> {
     Ok(())
 }
 
+/// A module as busybox's `insmod` loads it: uncompressed. `.zst` through the zstd
+/// crate; `.xz` and `.gz` through `xz`/`gzip`, which Debian always has (no crate
+/// is linked for two formats read once per kernel package).
+fn unpacked_module(from: &Path, to: &Path) -> Result<()> {
+    let name = from.to_string_lossy();
+    let tool = if name.ends_with(".ko.zst") {
+        let data = std::fs::read(from)?;
+        let raw = zstd::decode_all(data.as_slice())
+            .with_context(|| format!("{}: not zstd", from.display()))?;
+        std::fs::write(to, raw)?;
+        return Ok(());
+    } else if name.ends_with(".ko.xz") {
+        "xz"
+    } else if name.ends_with(".ko.gz") {
+        "gzip"
+    } else {
+        std::fs::copy(from, to)?;
+        return Ok(());
+    };
+    let out = std::process::Command::new(tool)
+        .arg("-dc")
+        .arg(from)
+        .output()
+        .with_context(|| {
+            format!(
+                "cannot run {tool} to unpack {} (apt-get install xz-utils gzip)",
+                from.display()
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "{tool} -dc {}: {}",
+            from.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    std::fs::write(to, out.stdout)?;
+    Ok(())
+}
+
 /// A packaged kernel's modules in load order, and its config where facts look.
 fn modules(root: &Path, kernel: &KernelImage) -> Result<()> {
     let Some(rel) = &kernel.release else {
@@ -190,8 +230,9 @@ fn modules(root: &Path, kernel: &KernelImage) -> Result<()> {
     std::fs::create_dir_all(&mdir)?;
     let mut order = String::new();
     for m in &kernel.modules {
-        let name = m.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
-        std::fs::copy(m, mdir.join(format!("{name}.ko")))?;
+        let file = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = super::kernel::module_stem(file).unwrap_or(file);
+        unpacked_module(m, &mdir.join(format!("{name}.ko")))?;
         order.push_str(name);
         order.push('\n');
     }

@@ -45,18 +45,14 @@ async fn package_kernel(name: &str, log: &Path) -> Result<KernelImage> {
     read_package(name, &resolved, &dir)
 }
 
-/// `linux-image-rt-amd64` → `linux-image-6.1.0-28-rt-amd64` through apt's
-/// dependencies (at most three hops); a name with an ABI is its own answer.
+/// `linux-image-rt-amd64` → `linux-image-6.1.0-28-rt-amd64`, `linux-image-6.12-amd64`
+/// → `linux-image-6.12.118+deb12-amd64`: apt's dependencies are followed (at most
+/// three hops) while they name another `linux-image-` package. A name that looks
+/// versioned is no proof of a concrete image (`6.12-amd64` is a meta package); only
+/// a package that depends on no other image is one.
 async fn resolve_package(name: &str) -> Result<String> {
-    let versioned = |n: &str| {
-        n.strip_prefix("linux-image-")
-            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-    };
     let mut resolved = name.to_string();
     for _ in 0..3 {
-        if versioned(&resolved) {
-            break;
-        }
         let out = tokio::process::Command::new("apt-cache")
             .args(["depends", "--no-recommends", "--no-suggests", &resolved])
             .output()
@@ -64,9 +60,10 @@ async fn resolve_package(name: &str) -> Result<String> {
             .context("apt-cache not found: the package path needs Debian's apt")?;
         let text = String::from_utf8_lossy(&out.stdout);
         match image_dependency(&text) {
-            Some(n) => resolved = n.to_string(),
-            None => bail!(
-                "{name}: apt-cache names no linux-image dependency (is `apt-get update` done?)"
+            Some(n) if n != resolved => resolved = n.to_string(),
+            _ if out.status.success() && text.lines().next().is_some() => return Ok(resolved),
+            _ => bail!(
+                "{name}: apt-cache does not know {resolved} (is `apt-get update` done, and the package in your sources?)"
             ),
         }
     }
@@ -114,12 +111,19 @@ async fn extract_package(resolved: &str, dir: &Path, log: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let mut patterns = vec!["./boot/*".to_string()];
-    patterns.extend(GUEST_MODULES.iter().map(|m| format!("*/{m}.ko")));
+    // Debian compresses modules since 6.6 (`virtio_net.ko.xz`).
+    for m in GUEST_MODULES {
+        patterns.extend(MODULE_SUFFIXES.iter().map(|x| format!("*/{m}{x}")));
+    }
+    // tar fails on a pattern that matches nothing: the suffixes not used by this
+    // kernel's modules are expected misses (`--ignore-failed-read` does not cover
+    // them), so the exit status is judged by the files found (read_package).
     let script = format!(
-        "dpkg-deb --fsys-tarfile {} | tar -x -C {} --wildcards {}",
+        "dpkg-deb --fsys-tarfile {} | tar -x -C {} --wildcards {} 2>/dev/null; test -d {}/boot",
         quote(&deb.display().to_string()),
         quote(&dir.display().to_string()),
-        crate::exec::shell::join(&patterns)
+        crate::exec::shell::join(&patterns),
+        quote(&dir.display().to_string())
     );
     run_logged(
         tokio::process::Command::new("sh").arg("-c").arg(&script),
@@ -176,14 +180,18 @@ fn find_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
         let p = e.path();
         if p.is_dir() {
             find_modules(&p, out);
-        } else if let Some(stem) = p
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".ko"))
-        {
+        } else if let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(module_stem) {
             out.insert(stem.to_string(), p.clone());
         }
     }
+}
+
+/// How kernel modules are named on disk: plain, or compressed by `kmod`'s rules.
+pub const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
+
+/// `virtio_net.ko.xz` → `virtio_net`.
+pub fn module_stem(file: &str) -> Option<&str> {
+    MODULE_SUFFIXES.iter().find_map(|x| file.strip_suffix(x))
 }
 
 /// Runs a command, its output appended to `log`; fails with the log's tail. The
@@ -651,6 +659,17 @@ impl<'a> SourceBuild<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compressed_module_names() {
+        assert_eq!(super::module_stem("virtio_net.ko.xz"), Some("virtio_net"));
+        assert_eq!(super::module_stem("failover.ko"), Some("failover"));
+        assert_eq!(
+            super::module_stem("net_failover.ko.zst"),
+            Some("net_failover")
+        );
+        assert_eq!(super::module_stem("README"), None);
+    }
+
     use super::*;
 
     #[test]
