@@ -2,7 +2,8 @@
 //! linux-source-6.1 twice (with and without KASAN; cached in ~/.cache/kdelta after the
 //! first time), boots both, runs iperf3 inside each guest, and must name CONFIG_KASAN
 //! with the throughput drop. `playbooks/qemu-rt.yaml` boots Debian's generic and
-//! PREEMPT_RT kernel packages (downloaded with apt-get) and must name the RT family.
+//! PREEMPT_RT kernel packages (downloaded with apt-get) and must name the RT family;
+//! `playbooks/qemu-upgrade.yaml` boots Debian 6.1 against 6.12 and must read honestly.
 //! Needs root and the packages `.ci/run` installs; no QEMU process may remain.
 
 mod common;
@@ -216,5 +217,35 @@ fn preempt_rt_package_is_named_from_two_debian_kernels() {
     for role in ["baseline", "candidate"] {
         let k = read_json(&run.join("hosts").join(role).join("kernel.json"));
         assert!(k["release"].as_str().unwrap().starts_with("6.1."), "{k}");
+    }
+}
+
+/// The upgrade gate on Debian's packages (issue 17): 6.1 against 6.12, the latter a
+/// meta package whose modules are `.ko.xz`. Whatever the speed, the report must put
+/// the version first and blame no config option with high confidence among the
+/// ~1400 that differ.
+#[test]
+fn debian_6_1_to_6_12_upgrade_reads_honestly() {
+    let (_lock, _tmp, run, s) = run_shipped("qemu-upgrade.yaml", 1);
+    let cand = read_json(&run.join("hosts/candidate/kernel.json"));
+    assert!(
+        cand["release"].as_str().unwrap().starts_with("6.12."),
+        "the meta package resolved to a 6.12 image: {cand}"
+    );
+    let n = s["config_delta"].as_array().unwrap().len();
+    assert!(n > 500, "{n} options differ between 6.1 and 6.12");
+    let caveats = s["caveats"].as_array().unwrap();
+    assert!(
+        caveats[0].as_str().unwrap().starts_with("kernel versions differ"),
+        "{caveats:?}"
+    );
+    let headline = s["verdict"]["headline"].as_str().unwrap();
+    assert!(headline.contains("the version change is the first suspect"), "{headline}");
+    for a in s["attributions"].as_array().unwrap() {
+        let cause = a["cause"].as_str().unwrap();
+        assert!(
+            !(cause.starts_with("CONFIG_") && a["confidence"] == "high"),
+            "a config option blamed with high confidence between versions: {a}"
+        );
     }
 }
