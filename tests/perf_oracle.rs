@@ -75,8 +75,18 @@ fn perf_report(data: &std::path::Path, children: bool) -> Vec<(String, Vec<f64>)
             .iter()
             .filter_map(|t| t.strip_suffix('%')?.parse().ok())
             .collect();
-        if let Some(sym) = toks.get(at + 1) {
-            rows.push((sym.to_string(), pcts));
+        // The symbol is the rest of the line: C++ names have spaces
+        // (`(anonymous namespace)::…`, seen when a compiler ran during the recording).
+        // perf may add empty columns (`-`) after it.
+        let rest: Vec<&str> = toks
+            .get(at + 1..)
+            .unwrap_or_default()
+            .iter()
+            .copied()
+            .take_while(|t| *t != "-")
+            .collect();
+        if !rest.is_empty() {
+            rows.push((rest.join(" "), pcts));
         }
     }
     rows

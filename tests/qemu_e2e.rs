@@ -236,11 +236,17 @@ fn debian_6_1_to_6_12_upgrade_reads_honestly() {
     assert!(n > 500, "{n} options differ between 6.1 and 6.12");
     let caveats = s["caveats"].as_array().unwrap();
     assert!(
-        caveats[0].as_str().unwrap().starts_with("kernel versions differ"),
+        caveats[0]
+            .as_str()
+            .unwrap()
+            .starts_with("kernel versions differ"),
         "{caveats:?}"
     );
     let headline = s["verdict"]["headline"].as_str().unwrap();
-    assert!(headline.contains("the version change is the first suspect"), "{headline}");
+    assert!(
+        headline.contains("the version change is the first suspect"),
+        "{headline}"
+    );
     for a in s["attributions"].as_array().unwrap() {
         let cause = a["cause"].as_str().unwrap();
         assert!(

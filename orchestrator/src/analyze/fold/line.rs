@@ -107,6 +107,9 @@ pub(super) fn parse_frame(line: &[u8]) -> Option<(&[u8], FrameKind)> {
     let kind = if dso.starts_with(b"[kernel")
         || (dso == b"[unknown]" && kernel_addr)
         || dso.ends_with(b".ko")
+        // A module perf found no file for prints as `([nf_tables])`.
+        || (kernel_addr && dso.starts_with(b"[") && dso.ends_with(b"]"))
+        || [b".ko.xz".as_slice(), b".ko.zst", b".ko.gz"].iter().any(|x| dso.ends_with(x))
         || dso.ends_with(b"vmlinux")
         || dso.starts_with(b"bpf_prog_")
         || dso.starts_with(b"[bpf")

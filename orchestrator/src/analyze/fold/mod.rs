@@ -560,6 +560,18 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
         assert_eq!(p.kinds[unknown], FrameKind::Kernel);
     }
 
+    /// Module frames perf prints as `([nf_tables])` (no module file found) or with
+    /// the module's path, compressed or not, are kernel code.
+    #[test]
+    fn module_frames_are_kernel() {
+        let text = "iperf3 100 [000] 1.000000: 10101010 cpu-clock:pppH: \n\tffffffffc0a1b2c3 nft_do_chain+0x74 ([nf_tables])\n\tffffffffc0a1b000 u32_classify+0x10 (/lib/modules/6.12/kernel/net/sched/cls_u32.ko.xz)\n\tffffffff81000000 tcp_v4_rcv+0x1 ([kernel.kallsyms])\n\t    7f0000001000 __libc_recv+0x10 ([vdso])\n\n";
+        let p = fold_str(text);
+        let kind = |n: &str| p.kinds[p.names.iter().position(|x| x == n).expect(n)];
+        assert_eq!(kind("nft_do_chain"), FrameKind::Kernel);
+        assert_eq!(kind("u32_classify"), FrameKind::Kernel);
+        assert_eq!(kind("__libc_recv"), FrameKind::User);
+    }
+
     #[test]
     fn block_boundaries_do_not_change_the_result() {
         let mut text = String::new();
