@@ -213,10 +213,11 @@ pub fn function_deltas(b: &SideCounts, c: &SideCounts, max: usize) -> (Vec<Funct
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn side(fns: &[(&str, u64)], busy: u64) -> SideCounts {
+    /// A side whose functions have `c` samples each, self and inclusive, in one repeat.
+    pub(crate) fn side(fns: &[(&str, u64)], busy: u64) -> SideCounts {
         SideCounts {
             busy,
             busy_w: busy,

@@ -36,18 +36,23 @@ pub fn align_renames(b: &SideCounts, c: &mut SideCounts) -> Vec<(String, String)
         }
     }
     // Allocation profiling's `_noprof` names, either way.
-    for f in c.functions.keys() {
-        if let Some(base) = f.strip_suffix("_noprof") {
-            if alone(b, c, base) && alone(c, b, f) && !pairs.iter().any(|p| p.1 == *f) {
-                pairs.push((base.to_string(), f.clone()));
-            }
-        }
-    }
-    for f in b.functions.keys() {
-        if let Some(base) = f.strip_suffix("_noprof") {
-            if alone(b, c, f) && alone(c, b, base) && !pairs.iter().any(|p| p.1 == base) {
-                pairs.push((f.clone(), base.to_string()));
-            }
+    let noprof: std::collections::BTreeSet<&String> = b
+        .functions
+        .keys()
+        .chain(c.functions.keys())
+        .filter(|f| f.ends_with("_noprof"))
+        .collect();
+    for f in noprof {
+        let base = f.strip_suffix("_noprof").unwrap_or(f);
+        let (bn, cn) = if alone(b, c, base) && alone(c, b, f) {
+            (base, f.as_str())
+        } else if alone(b, c, f) && alone(c, b, base) {
+            (f.as_str(), base)
+        } else {
+            continue;
+        };
+        if !pairs.iter().any(|p| p.1 == cn) {
+            pairs.push((bn.to_string(), cn.to_string()));
         }
     }
     for (bn, cn) in &pairs {

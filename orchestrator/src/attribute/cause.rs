@@ -256,7 +256,7 @@ pub fn option_tokens(option: &str) -> Vec<String> {
 
 /// A function that ran on `here` (in at least 3 samples) and never on `there`: what
 /// code that exists with one value of an option only looks like in two profiles.
-fn seen_only_on(f: &str, here: &SideCounts, there: &SideCounts) -> bool {
+pub(crate) fn seen_only_on(f: &str, here: &SideCounts, there: &SideCounts) -> bool {
     here.functions.get(f).is_some_and(|x| x.inclusive >= 3)
         && there.functions.get(f).is_none_or(|x| x.inclusive == 0)
 }

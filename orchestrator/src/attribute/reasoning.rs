@@ -181,19 +181,31 @@ pub fn diffuse_note(
     ))
 }
 
-/// The family of code most of the unexplained remainder is in, for the headline.
-pub fn dominant_family(fns: &[FunctionShare]) -> Option<&'static str> {
-    let mut by: BTreeMap<Family, f64> = BTreeMap::new();
-    let mut total = 0.0;
+/// The unexplained functions by family (None: no known family), largest summed
+/// change first, with each family's first three functions.
+type Group<'a> = (Option<Family>, f64, Vec<&'a str>);
+
+fn by_family(fns: &[FunctionShare]) -> Vec<Group<'_>> {
+    let mut by: BTreeMap<Option<Family>, (f64, Vec<&str>)> = BTreeMap::new();
     for f in fns {
-        let d = (f.candidate_share - f.baseline_share).abs();
-        total += d;
-        if let Some(fam) = Family::of(&f.symbol) {
-            *by.entry(fam).or_default() += d;
+        let e = by.entry(Family::of(&f.symbol)).or_default();
+        e.0 += (f.candidate_share - f.baseline_share).abs();
+        if e.1.len() < 3 {
+            e.1.push(&f.symbol);
         }
     }
-    by.into_iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
+    let mut groups: Vec<Group> = by.into_iter().map(|(f, (d, n))| (f, d, n)).collect();
+    groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+    groups
+}
+
+/// The family of code most of the unexplained remainder is in, for the headline.
+pub fn dominant_family(fns: &[FunctionShare]) -> Option<&'static str> {
+    let groups = by_family(fns);
+    let total: f64 = groups.iter().map(|g| g.1).sum();
+    groups
+        .iter()
+        .find_map(|(fam, d, _)| Some((fam.as_ref()?, *d)))
         .filter(|(_, d)| *d >= 0.5 * total && total > 0.0)
         .map(|(fam, _)| fam.name())
 }
@@ -206,21 +218,12 @@ pub fn describe_unexplained(
     cause_listed: bool,
     versions_differ: bool,
 ) -> Option<String> {
-    let mut by: BTreeMap<Option<Family>, (f64, Vec<&str>)> = BTreeMap::new();
-    for f in fns {
-        let e = by.entry(Family::of(&f.symbol)).or_default();
-        e.0 += (f.candidate_share - f.baseline_share).abs();
-        if e.1.len() < 3 {
-            e.1.push(&f.symbol);
-        }
-    }
-    let mut groups: Vec<_> = by.into_iter().collect();
-    groups.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+    let groups = by_family(fns);
     let first = groups.first()?;
     let parts: Vec<String> = groups
         .iter()
         .take(3)
-        .map(|(fam, (pts, names))| {
+        .map(|(fam, pts, names)| {
             format!(
                 "{} {:.1} pts ({})",
                 fam.map_or("code of no known family", Family::name),

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 
-use super::cause::{option_tokens, Cause};
+use super::cause::{option_tokens, seen_only_on, Cause};
 use crate::analyze::functions::SideCounts;
 use crate::model::{KeyKind, RuntimeChange};
 
@@ -131,10 +131,10 @@ fn one_sided(f: &str, here: &SideCounts, there: &SideCounts) -> bool {
     let Some(h) = here.functions.get(f) else {
         return false;
     };
-    let t = there.functions.get(f).map_or(0, |x| x.inclusive);
-    if h.inclusive >= 3 && t == 0 {
+    if seen_only_on(f, here, there) {
         return true;
     }
+    let t = there.functions.get(f).map_or(0, |x| x.inclusive);
     let share = |x: u64, busy: u64| {
         if busy == 0 {
             0.0
@@ -203,30 +203,7 @@ fn names_token(f: &str, t: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::functions::FnCounts;
-
-    fn side(fns: &[(&str, u64)], busy: u64) -> SideCounts {
-        SideCounts {
-            busy,
-            busy_w: busy,
-            busy_ess: busy as f64,
-            functions: fns
-                .iter()
-                .map(|(f, n)| {
-                    (
-                        f.to_string(),
-                        FnCounts {
-                            inclusive: *n,
-                            inclusive_w: *n,
-                            kernel: true,
-                            ..FnCounts::default()
-                        },
-                    )
-                })
-                .collect(),
-            per_repeat_busy: vec![busy],
-        }
-    }
+    use crate::analyze::functions::tests::side;
 
     fn change(key: &str, b: &str, c: &str) -> RuntimeChange {
         RuntimeChange {
