@@ -265,6 +265,12 @@ async fn stop(remote: &Remote, host: &Host, work: &str, rep: u32, cmd_t: Duratio
         .await?;
     match o.code {
         Some(0) => Ok(()),
+        Some(scripts::NO_SPACE) => Err(anyhow!(
+            "{}: the work folder's filesystem on {} filled up during repeat {rep}: perf record could not write its profile ({}); set `work_dir:` on this host to a filesystem with room (e.g. work_dir: /var/tmp), or lower capture.perf.frequency or the workload's length",
+            host.role,
+            remote.destination,
+            o.stderr.trim().lines().next().unwrap_or("no space left")
+        )),
         Some(scripts::PERF_DIED) => Err(anyhow!(
             "{}: perf record died during repeat {rep}, before kdelta stopped it: this repeat's profile is cut short (killed? out of memory?); the end of its log:\n    {}",
             host.role,
