@@ -27,7 +27,7 @@ sec virt; (systemd-detect-virt 2>/dev/null || true); grep -m1 -o hypervisor /pro
 sec os; (. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")
 sec cmdline; cat /proc/cmdline
 sec sysctl; sysctl -a 2>/dev/null
-sec vuln; for f in /sys/devices/system/cpu/vulnerabilities/*; do [ -r "$f" ] && echo "${f##*/}: $(cat "$f")"; done
+sec vuln; grep -H . /sys/devices/system/cpu/vulnerabilities/* 2>/dev/null | sed 's|^.*/||; s|:|: |' 
 sec governor; cat /sys/devices/system/cpu/cpu0/cpufreq/scaling_governor 2>/dev/null
 sec thp; cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null
 sec thp_defrag; cat /sys/kernel/mm/transparent_hugepage/defrag 2>/dev/null
