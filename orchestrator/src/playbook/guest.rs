@@ -181,6 +181,112 @@ fn is_user_name(u: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use crate::playbook::{parse, Become, Plan, PlaybookError, Provider, Rootfs};
+
+    fn parse_str(y: &str) -> Result<Plan, PlaybookError> {
+        parse(y, "pb.yaml", std::path::Path::new("."))
+    }
+
+    fn pb(baseline: &str, candidate: &str, top: &str) -> String {
+        format!("name: t\n{top}hosts:\n  baseline: {baseline}\n  candidate: {candidate}\nworkload:\n  client: {{ run: \"true\" }}\n")
+    }
+
+    const SSH: &str = "{ ssh: \"admin@h:22\" }";
+    const QEMU: &str = "{ provider: qemu, kernel: { package: linux-image-amd64 }";
+
+    #[test]
+    fn become_per_host_or_playbook() {
+        let p = parse_str(&pb(
+            SSH,
+            "{ ssh: \"admin@h:22\", become: none }",
+            "become: sudo\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            (p.baseline.become_, p.candidate.become_),
+            (Become::Sudo, Become::No)
+        );
+        let p = parse_str(&pb("{ ssh: h, become: true }", SSH, "")).unwrap();
+        assert_eq!(
+            (p.baseline.become_, p.candidate.become_),
+            (Become::Sudo, Become::No)
+        );
+        let e = parse_str(&pb("{ ssh: h, become: doas }", SSH, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hosts.baseline.become: unknown value `doas`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn work_dir_is_an_absolute_plain_folder() {
+        let p = parse_str(&pb("{ ssh: h, work_dir: /var/tmp/ }", SSH, "")).unwrap();
+        assert_eq!(
+            (p.baseline.work_dir.as_str(), p.candidate.work_dir.as_str()),
+            ("/var/tmp", "/tmp")
+        );
+        for bad in ["tmp", "/a b", "/x/../etc", "/$(id)"] {
+            let e = parse_str(&pb(&format!("{{ ssh: h, work_dir: \"{bad}\" }}"), SSH, ""))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("work_dir: `"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn debian_rootfs_and_modules() {
+        let q = format!("{QEMU}, rootfs: {{ debian: bookworm, packages: [nginx-light], user: admin }}, modules: [sch-netem] }}");
+        let p = parse_str(&pb(&q, &format!("{QEMU}, rootfs: debian }}"), "")).unwrap();
+        let Provider::Qemu(b) = &p.baseline.provider else {
+            panic!()
+        };
+        let Rootfs::Debian(d) = &b.rootfs else {
+            panic!()
+        };
+        assert_eq!(
+            (d.user.as_str(), d.packages.len(), b.modules[0].as_str()),
+            ("admin", 1, "sch_netem")
+        );
+        let Provider::Qemu(c) = &p.candidate.provider else {
+            panic!()
+        };
+        assert!(
+            matches!(&c.rootfs, Rootfs::Debian(d) if d.user == "root" && d.suite == "bookworm")
+        );
+        let cases = [
+            (
+                format!("{QEMU}, rootfs: alpine }}"),
+                "unknown root filesystem `alpine`",
+            ),
+            (
+                format!("{QEMU}, rootfs: {{ debian: jessie }} }}"),
+                "unknown Debian suite `jessie`",
+            ),
+            (
+                format!("{QEMU}, rootfs: {{ packages: [\"x;y\"] }} }}"),
+                "`x;y` is not a Debian package name",
+            ),
+            (
+                format!("{QEMU}, rootfs: debian, tools: [iperf3] }}"),
+                "rootfs.packages",
+            ),
+            (
+                "{ provider: qemu, kernel: { source: linux-source-6.1 }, modules: [x] }".to_string(),
+                "taken from a kernel package",
+            ),
+            (
+                "{ ssh: h, rootfs: debian }".to_string(),
+                "`rootfs:` is for qemu guests",
+            ),
+        ];
+        for (host, want) in cases {
+            let e = parse_str(&pb(&host, SSH, "")).unwrap_err().to_string();
+            assert!(e.contains(want) && e.starts_with("pb.yaml:"), "{host}: {e}");
+        }
+    }
+
     #[test]
     fn names() {
         assert!(super::is_package_name("libnginx-mod-rtmp"));
