@@ -13,15 +13,16 @@ use crate::analyze::functions::{function_deltas, side_counts, SideCounts};
 use crate::analyze::metrics::metric_deltas;
 use crate::analyze::runtime::runtime_delta;
 use crate::analyze::side::{load_capture, side_summary, Capture};
-use crate::attribute::{self, cause, ksrc, reasoning, AttributeOptions, Cause, KnowledgeBase};
+use crate::attribute::gather::{self, CauseInputs};
+use crate::attribute::{self, ksrc, reasoning, AttributeOptions, KnowledgeBase};
 use crate::format::pct;
 use crate::gate::decision::{self, CpuEvidence};
 use crate::gate::verdict::{verdict, VerdictInput};
 use crate::kconfig;
 use crate::model::{
-    Assessment, Attribution, Confidence, ConfigChange, ConfigChangeKind, ConfigDeltaCounts,
-    DecisionStatus, HostsRecord, KeyKind, MetricDecision, MetricDelta, PhaseStatus, ProviderKind,
-    Role, RunRecord, RuntimeChange, SideSummary, Summary, Verdict,
+    Assessment, Attribution, Confidence, ConfigChange, ConfigDeltaCounts, DecisionStatus,
+    HostsRecord, KeyKind, MetricDecision, MetricDelta, PhaseStatus, ProviderKind, Role, RunRecord,
+    RuntimeChange, SideSummary, Summary, Verdict,
 };
 use crate::rundir::RunDir;
 
@@ -166,19 +167,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
     for c in [base, cand] {
         side_notes(c, &mut caveats, &mut warnings)?;
     }
-    if base.profile.event != cand.profile.event {
-        caveats.push(format!(
-            "the two profiles sample different events ({} vs {}): shares compare, absolute counts do not",
-            base.profile.event, cand.profile.event
-        ));
-    }
-    if base.profile.weighted_by != cand.profile.weighted_by {
-        caveats.push(format!(
-            "the profiles are weighted differently (by {} vs by {}): one side's headers have no sample periods",
-            base.profile.weighted_by.as_str(),
-            cand.profile.weighted_by.as_str()
-        ));
-    }
+    caveats.extend(profile_notes(base, cand));
     let (config_delta, config_counts) = config_delta(base, cand, &mut caveats);
     let runtime_delta = runtime_changes(base, cand, &mut caveats);
     let mut metrics = metric_deltas(base.metrics.as_ref(), cand.metrics.as_ref());
@@ -193,7 +182,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
     }
     let (sb, sc, renamed) = counted_sides(base, cand, &mut caveats);
     let (functions, profile_shift) = function_deltas(&sb, &sc, a.max_functions.max(1));
-    let causes = causes(base, cand, a, &config_delta, &runtime_delta, [&sb, &sc])?;
+    let causes = causes([base, cand], a, (&config_delta, &runtime_delta), [&sb, &sc])?;
 
     let worse = metrics.iter().any(|m| m.assessment == Assessment::Worse);
     let better = metrics.iter().any(|m| m.assessment == Assessment::Better);
@@ -275,6 +264,25 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         history: vec![],
         proof: None,
     })
+}
+
+/// The two profiles measure differently: another event, another weighting.
+fn profile_notes(base: &Capture, cand: &Capture) -> Vec<String> {
+    let mut out = Vec::new();
+    if base.profile.event != cand.profile.event {
+        out.push(format!(
+            "the two profiles sample different events ({} vs {}): shares compare, absolute counts do not",
+            base.profile.event, cand.profile.event
+        ));
+    }
+    if base.profile.weighted_by != cand.profile.weighted_by {
+        out.push(format!(
+            "the profiles are weighted differently (by {} vs by {}): one side's headers have no sample periods",
+            base.profile.weighted_by.as_str(),
+            cand.profile.weighted_by.as_str()
+        ));
+    }
+    out
 }
 
 /// Each side's function counts, the candidate's renamed functions under the
@@ -497,63 +505,47 @@ fn runtime_changes(
     delta
 }
 
-/// Causes: knowledge base first, then the kernel-source mapping and name matches
-/// for options the knowledge base does not cover.
+/// Every cause of the two sides' deltas ([`gather`]), with the kernel source's
+/// mapping when an option needs one.
 fn causes(
+    [base, cand]: [&Capture; 2],
+    a: &Analyzer,
+    (config_delta, runtime_delta): (&[ConfigChange], &[RuntimeChange]),
+    counts: [&SideCounts; 2],
+) -> Result<Vec<attribute::Cause>> {
+    let wanted = gather::wanted_options(&a.kb, config_delta);
+    let source_map = source_map(base, cand, a, &wanted)?;
+    Ok(gather::gather(&CauseInputs {
+        kb: &a.kb,
+        config_delta,
+        runtime_delta,
+        profiles: [&base.profile, &cand.profile],
+        counts,
+        source_map: source_map.as_ref(),
+    }))
+}
+
+/// The kernel source's mapping of the wanted options (`--kernel-src DIR`).
+fn source_map(
     base: &Capture,
     cand: &Capture,
     a: &Analyzer,
-    config_delta: &[ConfigChange],
-    runtime_delta: &[RuntimeChange],
-    [sb, sc]: [&SideCounts; 2],
-) -> Result<Vec<Cause>> {
-    // Options of one kernel only are version effects: listed apart, never blamed
-    // as a knob (they change with everything else between the two versions).
-    let knobs: Vec<ConfigChange> = config_delta
-        .iter()
-        .filter(|c| c.kind != ConfigChangeKind::OneKernelOnly)
-        .cloned()
-        .collect();
-    let config_delta = knobs.as_slice();
-    let mut causes = cause::build_causes(&a.kb, config_delta, runtime_delta);
-    let mut covered = a.kb.covered_options();
-    if let Some(src) = &a.kernel_src {
-        let wanted: BTreeSet<String> = config_delta
-            .iter()
-            .filter(|c| !covered.contains(&c.option))
-            .map(|c| c.option.clone())
-            .collect();
-        let machine = cand
-            .config
-            .as_ref()
-            .and_then(|c| c.arch())
-            .or_else(|| base.config.as_ref().and_then(|c| c.arch()))
-            .unwrap_or(std::env::consts::ARCH);
-        let map = ksrc::map_options(src, &wanted, ksrc::arch_dir(machine))?;
-        let mapped = cause::source_map_causes(config_delta, &covered, &map, sb, sc);
-        covered.extend(mapped.iter().map(|c| c.name.clone()));
-        causes.extend(mapped);
-    }
-    causes.extend(cause::name_match_causes(config_delta, &covered, sb, sc));
-    let covered_keys: BTreeSet<String> = causes
-        .iter()
-        .flat_map(|c| c.keys())
-        .map(str::to_string)
-        .collect();
-    causes.extend(attribute::runtime_match::runtime_name_causes(
-        runtime_delta,
-        &covered_keys,
-        sb,
-        sc,
-    ));
-    causes.extend(reasoning::only_difference(
-        config_delta,
-        runtime_delta,
-        &causes,
-        sb,
-        sc,
-    ));
-    Ok(causes)
+    wanted: &BTreeSet<String>,
+) -> Result<Option<BTreeMap<String, ksrc::OptionCode>>> {
+    let Some(root) = &a.kernel_src else {
+        return Ok(None);
+    };
+    let machine = cand
+        .config
+        .as_ref()
+        .and_then(|c| c.arch())
+        .or_else(|| base.config.as_ref().and_then(|c| c.arch()))
+        .unwrap_or(std::env::consts::ARCH);
+    Ok(Some(ksrc::map_options(
+        root,
+        wanted,
+        ksrc::arch_dir(machine),
+    )?))
 }
 
 /// Writes the report of an analysis into a run directory (or `--out`): once.
