@@ -34,6 +34,9 @@ pub struct AnalysisSetup {
     pub kb: Option<PathBuf>,
     /// Kernel source tree for mapping options to functions.
     pub kernel_src: Option<PathBuf>,
+    /// Without `kernel_src`: how to find the captured kernel's source when an
+    /// option needs one (`--kernel-src auto`, the CLI's default). None: no source.
+    pub find_source: Option<SourceFinder>,
     /// The limit of each metric that has a gate rule; the others get
     /// [`decision::DEFAULT_LIMIT`]. For a run directory, read from its playbook
     /// when not given.
@@ -41,6 +44,57 @@ pub struct AnalysisSetup {
     /// How many times the data were looked at to decide when to stop (adaptive
     /// repeats): each look is tested at α / looks. 1 for a fixed number of repeats.
     pub looks: u32,
+}
+
+/// What is known of a captured kernel, to find its source.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelIdentity {
+    /// `uname -r`: `6.1.0-27-amd64`.
+    pub release: Option<String>,
+    /// `/proc/version`, with the distribution's package version
+    /// (`… #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)`).
+    pub proc_version: Option<String>,
+}
+
+impl KernelIdentity {
+    pub fn of(c: &Capture) -> KernelIdentity {
+        let f = c.facts.as_ref();
+        KernelIdentity {
+            release: f.and_then(|f| f.kernel.clone()),
+            proc_version: f
+                .and_then(|f| f.extra.get("proc_version"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        }
+    }
+}
+
+/// A kernel source found for a captured kernel.
+#[derive(Clone, Debug)]
+pub struct FoundSource {
+    /// The tree's top folder (holds `Makefile`, `kernel/`, `net/`).
+    pub root: PathBuf,
+    /// What it is, for the caveats: `linux-source-6.1 6.1.115-1`.
+    pub version: String,
+    /// A caveat to add (the source is another version than the kernel's).
+    pub note: Option<String>,
+}
+
+/// Finds (and fetches, caches) the source of a captured kernel: Ok(None) when it
+/// does not know the kernel's distribution, an error when it tried and failed.
+/// Kept out of the analysis proper, which touches files only: the CLI gives
+/// [`crate::run::ksource::debian`]; the library's default is none, so tests and
+/// fixtures are never slowed or made network-dependent by surprise.
+#[derive(Clone)]
+pub struct SourceFinder(pub std::sync::Arc<FindSource>);
+
+/// See [`SourceFinder`].
+pub type FindSource = dyn Fn(&KernelIdentity) -> Result<Option<FoundSource>> + Send + Sync;
+
+impl std::fmt::Debug for SourceFinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceFinder")
+    }
 }
 
 /// The analysis's settings, loaded.
@@ -53,6 +107,7 @@ pub struct Analyzer {
     /// Functions kept in the summary's table. Default 300.
     pub max_functions: usize,
     pub kernel_src: Option<PathBuf>,
+    pub find_source: Option<SourceFinder>,
     pub fold: FoldOptions,
 }
 
@@ -69,6 +124,7 @@ impl AnalysisSetup {
             attribute: AttributeOptions::default(),
             max_functions: 300,
             kernel_src: self.kernel_src.clone(),
+            find_source: self.find_source.clone(),
             fold: FoldOptions::default(),
         })
     }
@@ -182,7 +238,13 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
     }
     let (sb, sc, renamed) = counted_sides(base, cand, &mut caveats);
     let (functions, profile_shift) = function_deltas(&sb, &sc, a.max_functions.max(1));
-    let causes = causes([base, cand], a, (&config_delta, &runtime_delta), [&sb, &sc])?;
+    let causes = causes(
+        [base, cand],
+        a,
+        (&config_delta, &runtime_delta),
+        [&sb, &sc],
+        &mut caveats,
+    )?;
 
     let worse = metrics.iter().any(|m| m.assessment == Assessment::Worse);
     let better = metrics.iter().any(|m| m.assessment == Assessment::Better);
@@ -512,9 +574,10 @@ fn causes(
     a: &Analyzer,
     (config_delta, runtime_delta): (&[ConfigChange], &[RuntimeChange]),
     counts: [&SideCounts; 2],
+    caveats: &mut Vec<String>,
 ) -> Result<Vec<attribute::Cause>> {
     let wanted = gather::wanted_options(&a.kb, config_delta);
-    let source_map = source_map(base, cand, a, &wanted)?;
+    let source_map = source_map(base, cand, a, &wanted, caveats)?;
     Ok(gather::gather(&CauseInputs {
         kb: &a.kb,
         config_delta,
@@ -525,24 +588,56 @@ fn causes(
     }))
 }
 
-/// The kernel source's mapping of the wanted options (`--kernel-src DIR`).
+/// The kernel source's mapping of the wanted options: from `--kernel-src DIR`, or
+/// from the source the setup's finder fetches for the captured kernel (said in a
+/// caveat when it is not exactly that kernel's, or could not be had). None when no
+/// option needs one.
 fn source_map(
     base: &Capture,
     cand: &Capture,
     a: &Analyzer,
     wanted: &BTreeSet<String>,
+    caveats: &mut Vec<String>,
 ) -> Result<Option<BTreeMap<String, ksrc::OptionCode>>> {
-    let Some(root) = &a.kernel_src else {
-        return Ok(None);
-    };
     let machine = cand
         .config
         .as_ref()
         .and_then(|c| c.arch())
         .or_else(|| base.config.as_ref().and_then(|c| c.arch()))
         .unwrap_or(std::env::consts::ARCH);
+    let root = match (&a.kernel_src, &a.find_source) {
+        // Read even when no option needs it: a wrong folder is said at once.
+        (Some(dir), _) => dir.clone(),
+        (None, _) if wanted.is_empty() => return Ok(None),
+        (None, Some(find)) => {
+            let (b, c) = (KernelIdentity::of(base), KernelIdentity::of(cand));
+            match (find.0)(&c) {
+                Ok(Some(found)) => {
+                    caveats.extend(found.note.clone());
+                    if b.release.is_some() && b.release != c.release {
+                        caveats.push(format!(
+                            "the kernel source read for config options is the candidate's ({}); the baseline runs {}",
+                            found.version,
+                            b.release.as_deref().unwrap_or("?")
+                        ));
+                    }
+                    found.root
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    caveats.push(format!(
+                        "no kernel source for {} ({e:#}): {} differing options without a knowledge-base entry were matched by name only (pass --kernel-src DIR)",
+                        c.release.as_deref().unwrap_or("the candidate's kernel"),
+                        wanted.len()
+                    ));
+                    return Ok(None);
+                }
+            }
+        }
+        (None, None) => return Ok(None),
+    };
     Ok(Some(ksrc::map_options(
-        root,
+        &root,
         wanted,
         ksrc::arch_dir(machine),
     )?))
