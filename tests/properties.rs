@@ -243,9 +243,9 @@ proptest! {
     fn host_outputs_never_panic(text in ".{0,300}") {
         let _ = kdelta::provision::command::parse_up(&text);
         let _ = kdelta::analyze::runtime::cmdline_params(&text);
-        let _ = kdelta::provision::qemu::kernel::image_dependency(&text);
+        let _ = kdelta::provision::qemu::package::image_dependency(&text);
         let t = std::time::UNIX_EPOCH;
-        let _ = kdelta::run::check::host_checks(kdelta::model::Role::Baseline, &kdelta::model::Facts::default(), &text, t, t);
+        let _ = kdelta::run::check::host_checks(kdelta::model::Role::Baseline, &kdelta::model::Facts::default(), "/tmp", &text, t, t);
     }
 
     #[test]

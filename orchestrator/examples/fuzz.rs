@@ -266,9 +266,9 @@ fn targets(repo: &Path) -> Vec<Target> {
                 let t = text(b);
                 let _ = kdelta::provision::command::parse_up(&t);
                 let _ = kdelta::analyze::runtime::cmdline_params(&t);
-                let _ = kdelta::provision::qemu::kernel::image_dependency(&t);
+                let _ = kdelta::provision::qemu::package::image_dependency(&t);
                 let e = std::time::UNIX_EPOCH;
-                let _ = kdelta::run::check::host_checks(kdelta::model::Role::Baseline, &kdelta::model::Facts::default(), &t, e, e);
+                let _ = kdelta::run::check::host_checks(kdelta::model::Role::Baseline, &kdelta::model::Facts::default(), "/tmp", &t, e, e);
             }),
         ),
         (

@@ -230,6 +230,10 @@ impl HostDir {
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")
     }
+    /// What making a Debian guest's root filesystem printed (mmdebstrap, mkfs).
+    pub fn rootfs_log(&self) -> PathBuf {
+        self.path.join("rootfs.log")
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {

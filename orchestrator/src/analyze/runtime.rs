@@ -286,7 +286,11 @@ pub fn flatten(f: &Facts) -> BTreeMap<String, (String, KeyKind)> {
                     }
                     // The build and the capture, not the kernel's behaviour: the
                     // version itself is compared as `kernel`.
-                    "proc_version" | "kernel_config_source" | "perf_broken" | "is_root" => {}
+                    "proc_version"
+                    | "kernel_config_source"
+                    | "perf_broken"
+                    | "is_root"
+                    | "login_user" => {}
                     "arch" => put("arch".into(), s, Confounder),
                     // `thp_defrag`, and what a hand-written file adds at the top.
                     _ => put(k.clone(), s, Knob),

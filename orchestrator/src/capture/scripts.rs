@@ -54,6 +54,11 @@ pub fn start_script(
 /// came to stop it (its log's tail on stderr).
 pub const PERF_DIED: i32 = 4;
 
+/// Exit code of [`stop_script`] when the work folder's filesystem filled up during
+/// the recording (the folder and its free space on stderr). The cut-short
+/// recording is removed, so the host has its space back.
+pub const NO_SPACE: i32 = 5;
+
 /// Stops perf record (SIGTERM to its group: it writes the file and exits), perf stat
 /// (by ending its `sleep`) and the server; waits for them, then kills what is left.
 pub fn stop_script(work: &str, repeat: u32) -> String {
@@ -67,10 +72,11 @@ died=0
 [ -f perf.pid ] && ! alive $(cat perf.pid) && died=1
 [ -f perf.pid ] && kill -s TERM -- -$(cat perf.pid) 2>/dev/null
 if [ -f stat.pid ]; then
-  pg=$(cat stat.pid)
-  for p in /proc/[0-9]*; do
-    set -- $(sed 's/^[0-9]* (\(.*\)) /\1 /' $p/stat 2>/dev/null)
-    [ "$1" = sleep ] && [ "$4" = "$pg" ] && kill -TERM ${{p#/proc/}} 2>/dev/null
+  # The `sleep` of perf stat's group, found by one awk over every /proc/PID/stat
+  # (a process per PID costs seconds under TCG): the name is between the first
+  # `(` and the last `)`, the process group is the third field after it.
+  for p in $(cat /proc/[0-9]*/stat 2>/dev/null | awk -v pg="$(cat stat.pid)" '{{ o = index($0, "("); c = 0; s = $0; while ((j = index(substr(s, c + 1), ")")) > 0) c += j; if (substr(s, o + 1, c - o - 1) == "sleep") {{ split(substr(s, c + 2), f, " "); if (f[3] == pg) print $1 }} }}'); do
+    kill -TERM $p 2>/dev/null
   done
 fi
 i=0
@@ -82,6 +88,14 @@ while [ $i -lt 300 ]; do
 done
 for f in perf.pid stat.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; rm -f $f; done
 if [ -f server.pid ]; then kill -s TERM -- -$(cat server.pid) 2>/dev/null; sleep 0.1; kill -s KILL -- -$(cat server.pid) 2>/dev/null; rm -f server.pid; fi
+# A full filesystem: perf's own message may be lost with it, so the free space says it too.
+free=$(df -Pk . 2>/dev/null | awk 'NR == 2 {{ print $4 }}')
+if grep -qi 'no space left' perf-record-{repeat}.log 2>/dev/null || [ "${{free:-1024}}" -lt 1024 ]; then
+  echo "$(pwd): $(df -Pk . | awk 'NR == 2 {{ printf "%d KiB free of %d KiB on %s", $4, $2, $6 }}')" >&2
+  tail -n 3 perf-record-{repeat}.log >&2 2>/dev/null
+  rm -f perf-{repeat}.data
+  exit {NO_SPACE}
+fi
 if [ $died = 1 ]; then tail -n 5 perf-record-{repeat}.log >&2; exit {PERF_DIED}; fi
 [ -s perf-{repeat}.data ] || {{ echo 'perf record wrote no data' >&2; cat perf-record-{repeat}.log >&2; exit 3; }}
 true

@@ -13,6 +13,7 @@ use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::exec::shell::quote;
+use crate::model::Become;
 use crate::model::Role;
 
 /// How to reach a host.
@@ -31,6 +32,8 @@ pub struct ConnectSpec {
     pub connect_timeout: Duration,
     /// Total time to keep retrying the first connection.
     pub retry_for: Duration,
+    /// Commands as the login user, or as root through `sudo -n`.
+    pub become_: Become,
 }
 
 /// A failed remote command, with what a person needs to act on it.
@@ -64,6 +67,7 @@ pub struct Remote {
     /// Set as KDELTA_RUN in the environment of every command, which its children
     /// inherit: teardown finds and stops whatever a cut-short run left running.
     tag: Option<String>,
+    become_: Become,
 }
 
 #[derive(Debug)]
@@ -111,6 +115,7 @@ impl Remote {
                         logs: logs.to_path_buf(),
                         seq: AtomicU32::new(0),
                         tag: None,
+                        become_: spec.become_,
                     })
                 }
                 Err(e) => {
@@ -186,16 +191,31 @@ impl Remote {
     }
 
     fn wrap(&self, script: &str, timeout: Duration) -> String {
-        // The host's own timeout bounds the work even if the connection drops.
-        format!(
-            "{}timeout -k 5 {} sh -c {}",
-            self.tag
-                .as_ref()
-                .map(|t| format!("KDELTA_RUN={} ", quote(t)))
-                .unwrap_or_default(),
-            timeout.as_secs().max(1),
-            quote(script)
-        )
+        wrap_command(self.become_, self.tag.as_deref(), script, timeout)
+    }
+
+    /// With `become: sudo`, that the login user may run commands as root through
+    /// `sudo -n`; the error says what is missing and the fix.
+    pub async fn check_become(&self) -> Result<()> {
+        if self.become_ != Become::Sudo {
+            return Ok(());
+        }
+        let probe = "id -un; command -v sudo >/dev/null 2>&1 || exit 127; sudo -n true";
+        let cmd = format!("timeout -k 5 30 sh -c {}", quote(probe));
+        let mut command = self.session.raw_command(&cmd);
+        command.stdin(openssh::Stdio::null());
+        let out = tokio::time::timeout(Duration::from_secs(45), command.output())
+            .await
+            .map_err(|_| anyhow::anyhow!("{}: `sudo -n true` gave no answer", self.role))?
+            .map_err(|e| anyhow::Error::new(e).context(format!("{}: sudo probe", self.role)))?;
+        let user = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        match become_problem(out.status.code(), &user, &stderr) {
+            None => Ok(()),
+            Some(why) => {
+                anyhow::bail!("{}: become: sudo on {}: {why}", self.role, self.destination)
+            }
+        }
     }
 
     /// Runs a script; fails on a non-zero exit with the stderr tail.
@@ -437,12 +457,65 @@ impl Remote {
     }
 }
 
+/// The command line that runs `script` on a host: bounded by the host's own
+/// `timeout` (it ends even if the connection drops), tagged with `KDELTA_RUN`, and
+/// with `become: sudo` run as root through `sudo -n` (never a password prompt).
+/// sudo resets the environment, so the tag goes through `env` after it; `timeout`
+/// runs as root too, so its SIGKILL reaches what root started.
+pub fn wrap_command(become_: Become, tag: Option<&str>, script: &str, timeout: Duration) -> String {
+    let tag = tag
+        .map(|t| format!("KDELTA_RUN={} ", quote(t)))
+        .unwrap_or_default();
+    let secs = timeout.as_secs().max(1);
+    match become_ {
+        Become::No => format!("{tag}timeout -k 5 {secs} sh -c {}", quote(script)),
+        Become::Sudo => format!(
+            "sudo -n env {tag}timeout -k 5 {secs} sh -c {}",
+            quote(script)
+        ),
+    }
+}
+
+/// What keeps `sudo -n true` from working, from its exit code and words; `None`
+/// when it worked.
+pub fn become_problem(code: Option<i32>, user: &str, stderr: &str) -> Option<String> {
+    let user = if user.is_empty() {
+        "the login user"
+    } else {
+        user
+    };
+    let fix = format!("add `{user} ALL=(ALL) NOPASSWD: ALL` to /etc/sudoers.d/kdelta (as root: visudo -f /etc/sudoers.d/kdelta), or connect as root and drop `become:`");
+    match code {
+        Some(0) => None,
+        Some(127) => Some(format!(
+            "sudo is not installed (as root: apt-get install sudo, then {fix})"
+        )),
+        _ if stderr.contains("password is required") || stderr.contains("password for") => Some(
+            format!("sudo asks {user} for a password, and kdelta never types one: {fix}"),
+        ),
+        _ if stderr.contains("not in the sudoers") || stderr.contains("not allowed") => {
+            Some(format!("{user} may not use sudo: {fix}"))
+        }
+        _ if stderr.contains("terminal is required") || stderr.contains("tty") => Some(format!(
+            "sudo wants a terminal (requiretty): add `Defaults:{user} !requiretty` to /etc/sudoers.d/kdelta"
+        )),
+        c => Some(format!(
+            "`sudo -n true` failed ({}): {} ({fix})",
+            c.map_or("killed".to_string(), |c| format!("exit code {c}")),
+            last_line(stderr)
+        )),
+    }
+}
+
 /// A script that kills every process whose environment has `KDELTA_RUN=tag`: what
 /// the run's commands started and left running (a setup step, a server) when the
 /// run was cut short. Run it from an untagged session, so it does not kill itself.
+/// One `grep -z` reads every environment (a process per PID costs seconds on a
+/// slow host: 15 s in a Debian guest under TCG); an exact line, so a tag that is
+/// another's prefix matches nothing else.
 pub fn stop_tagged(tag: &str) -> String {
     format!(
-        "for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | grep -qxF {} && kill -s KILL ${{p#/proc/}} 2>/dev/null; done; true",
+        "for f in $(grep -lzxF {} /proc/[0-9]*/environ 2>/dev/null); do p=${{f#/proc/}}; kill -s KILL ${{p%/environ}} 2>/dev/null; done; true",
         quote(&format!("KDELTA_RUN={tag}"))
     )
 }
@@ -484,6 +557,43 @@ fn last_line(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn sudo_wraps_the_bounded_command_and_keeps_the_tag() {
+        let t = Duration::from_secs(30);
+        assert_eq!(
+            wrap_command(Become::No, Some("/tmp/w x"), "id -u", t),
+            "KDELTA_RUN='/tmp/w x' timeout -k 5 30 sh -c 'id -u'"
+        );
+        let s = wrap_command(Become::Sudo, Some("/tmp/w"), "id -u", t);
+        assert_eq!(
+            s,
+            "sudo -n env KDELTA_RUN=/tmp/w timeout -k 5 30 sh -c 'id -u'"
+        );
+        let s = wrap_command(Become::Sudo, None, "id -u", t);
+        assert_eq!(s, "sudo -n env timeout -k 5 30 sh -c 'id -u'");
+    }
+
+    #[test]
+    fn sudo_problems_name_the_fix() {
+        assert_eq!(become_problem(Some(0), "admin", ""), None);
+        let p = become_problem(Some(1), "admin", "sudo: a password is required\n").unwrap();
+        assert!(
+            p.contains("password") && p.contains("admin ALL=(ALL) NOPASSWD: ALL"),
+            "{p}"
+        );
+        let p = become_problem(Some(127), "admin", "").unwrap();
+        assert!(p.contains("not installed"), "{p}");
+        let p = become_problem(
+            Some(1),
+            "bob",
+            "bob is not in the sudoers file.  This incident will be reported.",
+        )
+        .unwrap();
+        assert!(p.starts_with("bob may not use sudo"), "{p}");
+    }
+
     #[test]
     fn ssh_reason_is_ssh_own_words() {
         let r = super::ssh_reason(

@@ -118,6 +118,16 @@ impl Facts {
     }
 }
 
+/// How kdelta's commands run on a host: as the login user, or as root through
+/// `sudo -n` (a login user that is not root: an EC2 `admin`, a colleague's box).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Become {
+    #[default]
+    No,
+    Sudo,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Nic {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_saphyr::Spanned;
 
-use super::raw::RawHost;
+use super::raw::{RawBecome, RawHost};
 use super::validate::{expand_home, scalar, split_port, Validator};
 use super::{PlaybookError, Pos};
 use crate::model::{ProviderKind, Role};
@@ -20,7 +20,12 @@ pub(super) struct At {
 }
 
 impl Validator<'_> {
-    pub fn host(&self, role: Role, raw: Spanned<RawHost>) -> Result<HostSpec, PlaybookError> {
+    pub fn host(
+        &self,
+        role: Role,
+        raw: Spanned<RawHost>,
+        become_default: Option<&Spanned<RawBecome>>,
+    ) -> Result<HostSpec, PlaybookError> {
         let at = At {
             pos: (&raw).into(),
             path: format!("hosts.{role}"),
@@ -33,6 +38,8 @@ impl Validator<'_> {
         let setup = h.setup.iter().map(|s| s.value.clone()).collect();
         self.foreign_keys(&h, kind, &at)?;
         let label = h.label.clone();
+        let become_ = self.become_(h.become_.as_ref(), become_default, &at.path)?;
+        let work_dir = self.work_dir(h.work_dir.as_ref(), &at.path)?;
         let provider = match kind {
             ProviderKind::Lab => Provider::Lab(self.lab(h, &at)?),
             ProviderKind::Ssh => Provider::Ssh(self.ssh(h, &at)?),
@@ -44,6 +51,8 @@ impl Validator<'_> {
             label,
             provider,
             setup,
+            become_,
+            work_dir,
         })
     }
 
@@ -97,6 +106,22 @@ impl Validator<'_> {
                     &format!("{}.kernel", at.path),
                     "`kernel:` is for qemu guests",
                     "set provider: qemu, or remove it",
+                ));
+            }
+            if let Some(r) = &h.rootfs {
+                return Err(self.err(
+                    r.into(),
+                    &format!("{}.rootfs", at.path),
+                    "`rootfs:` is for qemu guests",
+                    "set provider: qemu, or remove it",
+                ));
+            }
+            if let Some(m) = h.modules.first() {
+                return Err(self.err(
+                    m.into(),
+                    &format!("{}.modules", at.path),
+                    "`modules:` is for qemu guests",
+                    "on another host, load modules in `setup:` (sudo modprobe …)",
                 ));
             }
         }
@@ -300,6 +325,24 @@ impl Validator<'_> {
             Some(c) => self.cmdline(c, &format!("{path}.cmdline"))?,
             None => Vec::new(),
         };
+        let rootfs = self.rootfs(h.rootfs.as_ref(), at)?;
+        if rootfs != Rootfs::Initramfs && !h.tools.is_empty() {
+            return Err(self.err(
+                at.pos,
+                &format!("{path}.tools"),
+                "a Debian guest has no `tools:` copied from this machine",
+                "list Debian packages in rootfs.packages instead (e.g. packages: [iperf3])",
+            ));
+        }
+        let modules = self.modules(&h.modules, path)?;
+        if !modules.is_empty() && !matches!(kernel, KernelSpec::Package { .. }) {
+            return Err(self.err(
+                at.pos,
+                &format!("{path}.modules"),
+                "`modules:` are taken from a kernel package",
+                "with kernel: { package: … }; a kernel built from source has what its config builds in",
+            ));
+        }
         Ok(QemuSpec {
             accel,
             kernel,
@@ -307,6 +350,8 @@ impl Validator<'_> {
             memory_mb: h.memory.unwrap_or(1024).clamp(256, 65536),
             cpus: h.cpus.unwrap_or(2).clamp(1, 64),
             tools: h.tools,
+            rootfs,
+            modules,
         })
     }
 }

@@ -5,6 +5,7 @@
 //! Commands are minijinja templates; every `{{ value }}` is shell-quoted unless the
 //! template says `{{ value | raw }}`.
 
+mod guest;
 mod host;
 mod kernel;
 pub mod plan;

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub use crate::model::Become;
 use crate::model::{Better, ProviderKind, Role};
 
 #[derive(Clone, Debug)]
@@ -66,6 +67,31 @@ pub struct HostSpec {
     pub label: Option<String>,
     pub provider: Provider,
     pub setup: Vec<String>,
+    pub become_: Become,
+    /// Where kdelta makes its work folder on the host (absolute; default `/tmp`).
+    pub work_dir: String,
+}
+
+/// What a qemu guest runs from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Rootfs {
+    /// kdelta's initramfs: busybox, dropbear, perf and the `tools:` of this machine.
+    /// Boots in seconds; the default.
+    #[default]
+    Initramfs,
+    /// A full Debian system made by mmdebstrap (systemd, OpenSSH, sudo, Debian's
+    /// perf), cached by its package list; each guest writes to its own overlay.
+    Debian(DebianRootfs),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DebianRootfs {
+    pub suite: String,
+    /// Packages beyond the base ones kdelta needs (see `provision::qemu::rootfs`).
+    pub packages: Vec<String>,
+    /// The login user: `root`, or a user made with passwordless sudo.
+    pub user: String,
+    pub disk_gb: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +134,9 @@ pub struct QemuSpec {
     /// Parameters appended to the kernel command line kdelta boots the guest with
     /// (after its own `console=ttyS0 panic=-1 quiet`), one word each.
     pub cmdline: Vec<String>,
+    pub rootfs: Rootfs,
+    /// Modules of a packaged kernel loaded at boot, after those kdelta needs.
+    pub modules: Vec<String>,
 }
 
 /// The QEMU accelerator.

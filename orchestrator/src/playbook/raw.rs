@@ -25,6 +25,40 @@ pub(super) struct RawPlaybook {
     pub gate: BTreeMap<String, RawGateRule>,
     #[serde(default)]
     pub timeouts: Option<RawTimeouts>,
+    /// `sudo`: kdelta's commands on both hosts run through `sudo -n` (a host's own
+    /// `become:` wins).
+    #[serde(default, rename = "become")]
+    pub become_: Option<Spanned<RawBecome>>,
+}
+
+/// `become: sudo`, `become: true` (sudo, Ansible's spelling) or `false`/`none`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawBecome {
+    Flag(bool),
+    Word(String),
+}
+
+/// qemu `rootfs:`: `initramfs` (the default), `debian`, or
+/// `{ debian: bookworm, packages: [nginx-light], user: admin }`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRootfs {
+    Word(String),
+    Debian(RawDebianRootfs),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDebianRootfs {
+    /// The suite: `bookworm` (default), `trixie` …
+    pub debian: Option<String>,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// The login user (passwordless sudo); `root` by default.
+    pub user: Option<String>,
+    /// Size of the guest's disk in GiB (default 4): room for perf.data.
+    pub disk_gb: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +105,16 @@ pub(super) struct RawHost {
     pub tools: Vec<String>,
     #[serde(default)]
     pub setup: Vec<Spanned<String>>,
+    /// `sudo`: kdelta's commands on this host run through `sudo -n`.
+    #[serde(default, rename = "become")]
+    pub become_: Option<Spanned<RawBecome>>,
+    /// The folder kdelta's work folder is made in on the host (default /tmp).
+    pub work_dir: Option<Spanned<String>>,
+    /// qemu: the guest's root: kdelta's initramfs or a full Debian system.
+    pub rootfs: Option<Spanned<RawRootfs>>,
+    /// qemu, packaged kernels: modules loaded at boot (with what they depend on).
+    #[serde(default)]
+    pub modules: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]

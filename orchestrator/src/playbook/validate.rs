@@ -69,8 +69,9 @@ impl Validator<'_> {
         if name.is_empty() {
             return Err(self.err((&raw.name).into(), "name", "must not be empty", ""));
         }
-        let baseline = self.host(Role::Baseline, raw.hosts.baseline)?;
-        let candidate = self.host(Role::Candidate, raw.hosts.candidate)?;
+        let become_ = raw.become_.as_ref();
+        let baseline = self.host(Role::Baseline, raw.hosts.baseline, become_)?;
+        let candidate = self.host(Role::Candidate, raw.hosts.candidate, become_)?;
         let deploy = raw
             .deploy
             .into_iter()

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::{with_ledger, Host, Provisioner};
 use crate::exec::remote::ConnectSpec;
 use crate::model::{ProviderKind, Role};
+use crate::playbook::Become;
 use crate::playbook::{expand_home, render, CommandSpec, HostSpec, KnownHostsPolicy};
 use crate::rundir::RunDir;
 
@@ -257,6 +258,7 @@ pub(super) async fn provision(
     Ok(Host {
         role,
         provider: ProviderKind::Command,
+        work_dir: "/tmp".into(),
         address: u.address.clone(),
         connect: ConnectSpec {
             role,
@@ -267,6 +269,7 @@ pub(super) async fn provision(
             known_hosts_file,
             accept_new,
             control_dir: p.control.to_path_buf(),
+            become_: Become::No,
             connect_timeout: Duration::from_secs(connect),
             // A new machine takes a while to boot: wait longer than for a known one.
             retry_for: Duration::from_secs(connect * 6),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::Host;
 use crate::exec::remote::ConnectSpec;
 use crate::model::{ProviderKind, Role};
+use crate::playbook::Become;
 use crate::playbook::{HostSpec, LabKnobs, Provider};
 
 pub const STATE_DIR: &str = "/run/kdelta/labs";
@@ -237,6 +238,7 @@ async fn lab_host(
     let host = Host {
         role,
         provider: ProviderKind::Lab,
+        work_dir: "/tmp".into(),
         address: inner.to_string(),
         connect: ConnectSpec {
             role,
@@ -247,6 +249,7 @@ async fn lab_host(
             known_hosts_file: Some(lab.known_hosts.clone()),
             accept_new: false,
             control_dir: lab.dir.clone(),
+            become_: Become::No,
             connect_timeout: Duration::from_secs(5),
             retry_for: Duration::from_secs(15),
         },

@@ -27,6 +27,9 @@ use crate::playbook::{HostSpec, Plan, Provider, QemuSpec};
 use crate::progress::Progress;
 use crate::rundir::RunDir;
 
+/// How every work folder's name starts: teardown removes only such folders.
+pub const WORK_PREFIX: &str = "kdelta-run-";
+
 /// One provisioned host.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -35,6 +38,19 @@ pub struct Host {
     /// Address the workload client uses.
     pub address: String,
     pub connect: ConnectSpec,
+    /// The folder kdelta's work folder is made in (the host's `work_dir:`).
+    pub work_dir: String,
+}
+
+impl Host {
+    /// kdelta's folder on this host for the run whose work folders are named `name`.
+    pub fn work_folder(&self, name: &str) -> String {
+        format!(
+            "{}/{name}-{}",
+            self.work_dir.trim_end_matches('/'),
+            self.role
+        )
+    }
 }
 
 /// What teardown must undo; filled before resources are created.
@@ -44,7 +60,7 @@ pub struct Ledger {
     pub hosts: Vec<Host>,
     /// Roles kdelta connected to: only those can have anything to clean up.
     pub connected: Vec<Role>,
-    /// The run's work folder prefix on the hosts (`<work>-<role>`).
+    /// The name of the run's work folders on the hosts ([`Host::work_folder`]).
     pub work: Option<String>,
     /// Folder of the SSH control sockets of this run.
     pub control_dir: Option<PathBuf>,
@@ -115,6 +131,12 @@ impl Provisioner<'_> {
             hosts.extend(qemu::provision(self, rd, &guests).await?);
         }
         hosts.sort_by_key(|h| h.role);
+        // How kdelta works on a host is the playbook's, whatever made the host.
+        for h in &mut hosts {
+            let spec = self.plan.host(h.role);
+            h.connect.become_ = spec.become_;
+            h.work_dir = spec.work_dir.clone();
+        }
         with_ledger(self.ledger, |l| l.hosts = hosts.clone());
         Ok(hosts)
     }

@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use super::Host;
 use crate::exec::remote::ConnectSpec;
 use crate::model::ProviderKind;
+use crate::playbook::Become;
 use crate::playbook::{HostSpec, KnownHostsPolicy, Provider};
 
 /// An existing host reached by SSH.
@@ -26,6 +27,7 @@ pub fn ssh_host(spec: &HostSpec, control_dir: &Path, connect_timeout: u64) -> Re
     Ok(Host {
         role: spec.role,
         provider: ProviderKind::Ssh,
+        work_dir: "/tmp".into(),
         address,
         connect: ConnectSpec {
             role: spec.role,
@@ -39,6 +41,7 @@ pub fn ssh_host(spec: &HostSpec, control_dir: &Path, connect_timeout: u64) -> Re
             },
             accept_new: t.known_hosts == KnownHostsPolicy::AcceptNew,
             control_dir: control_dir.to_path_buf(),
+            become_: Become::No,
             connect_timeout: Duration::from_secs(connect_timeout),
             retry_for: Duration::from_secs(connect_timeout * 2),
         },

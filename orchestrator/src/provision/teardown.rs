@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::{lab, Ledger};
+use super::{lab, Ledger, WORK_PREFIX};
 use crate::exec::remote::{stop_tagged, Remote};
 use crate::exec::shell::quote;
-use crate::model::Role;
+use crate::model::ProviderKind;
 use crate::progress::Progress;
 
 /// Tears down what the ledger holds (taking it: a second call finds nothing).
@@ -39,13 +39,9 @@ pub async fn teardown(ledger: &Mutex<Ledger>, progress: &Progress) -> Vec<String
     if let Some(state) = l.lab {
         progress.step("lab", "tearing down");
         // Lab hosts share this machine's filesystem: their work folder is here.
-        if let Some(work) = l
-            .work
-            .as_deref()
-            .filter(|w| w.starts_with("/tmp/kdelta-run-"))
-        {
-            for role in Role::ALL {
-                let _ = std::fs::remove_dir_all(format!("{work}-{role}"));
+        if let Some(work) = l.work.as_deref().filter(|w| w.starts_with(WORK_PREFIX)) {
+            for h in l.hosts.iter().filter(|h| h.provider == ProviderKind::Lab) {
+                let _ = std::fs::remove_dir_all(h.work_folder(work));
             }
         }
         let e = tokio::task::spawn_blocking(move || lab::lab_down(&state))
@@ -105,7 +101,7 @@ async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<Strin
                     ));
                 }
             }
-            let w = format!("{work}-{}", h.role);
+            let w = h.work_folder(work);
             let script = format!(
                 "{}\ncd {q} 2>/dev/null && for f in perf.pid stat.pid server.pid; do [ -f $f ] && kill -s KILL -- -$(cat $f) 2>/dev/null; done; cd /; rm -rf {q}",
                 stop_tagged(&w),

@@ -26,9 +26,59 @@ pub fn preflight(role: Role, f: &Facts) -> Result<()> {
     }
     let paranoid = f.extra_int("perf_event_paranoid").unwrap_or(0);
     if paranoid > 0 && !f.is_root() {
-        bail!("{role}: kernel.perf_event_paranoid = {paranoid} forbids system-wide profiling for this user (fix: sysctl -w kernel.perf_event_paranoid=-1, or connect as root)");
+        bail!(
+            "{}",
+            paranoid_problem(
+                role,
+                paranoid,
+                f.extra.get("login_user").and_then(|v| v.as_str())
+            )
+        );
     }
     Ok(())
+}
+
+fn paranoid_problem(role: Role, paranoid: i64, user: Option<&str>) -> String {
+    format!(
+        "{role}: kernel.perf_event_paranoid = {paranoid} forbids system-wide profiling for {} (fix: set `become: sudo` on the host if it has passwordless sudo, connect as root, or sysctl -w kernel.perf_event_paranoid=-1 on it)",
+        user.map_or("this user".to_string(), |u| format!("the login user {u}"))
+    )
+}
+
+/// Run before anything else on a host: who kdelta's commands run as, whether that
+/// user may profile the whole system, and the room in the work folder's
+/// filesystem. Deploy steps may still install perf, so only the privilege is
+/// checked here; [`preflight`] checks perf after them.
+fn access_script(work_dir: &str) -> String {
+    format!(
+        "id -u; id -un; cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo -; df -Pk {} 2>/dev/null | awk 'NR == 2 {{ print $4 }}'",
+        crate::exec::shell::quote(work_dir)
+    )
+}
+
+/// The access check of a connected host (and `become: sudo` working, first).
+/// Returns warnings to show (little room for the capture).
+pub async fn access(role: Role, r: &Remote, work_dir: &str) -> Result<Vec<String>> {
+    r.check_become().await?;
+    let out = r
+        .run("access", &access_script(work_dir), Duration::from_secs(30))
+        .await?;
+    let mut lines = out.stdout.lines().map(str::trim);
+    let (uid, user, paranoid, free) = (lines.next(), lines.next(), lines.next(), lines.next());
+    let paranoid = paranoid.and_then(|p| p.parse::<i64>().ok()).unwrap_or(0);
+    if uid != Some("0") && paranoid > 0 {
+        bail!("{}", paranoid_problem(role, paranoid, user));
+    }
+    let mut warnings = Vec::new();
+    if let Some(kib) = free.and_then(|f| f.parse::<u64>().ok()) {
+        if kib < 256 * 1024 {
+            warnings.push(format!(
+                "kdelta: warning: {role}: {} MiB free in {work_dir}: perf.data of a repeat can take hundreds of MiB (set `work_dir:` on the host to a larger filesystem)",
+                kib / 1024
+            ));
+        }
+    }
+    Ok(warnings)
 }
 
 /// `kdelta check`: validates and, unless `offline`, runs the preflight on the hosts.
@@ -96,6 +146,7 @@ async fn check_hosts(
 /// SSH, perf, the kernel config, disk and clock of one host.
 async fn check_one(h: &Host, r: &Remote, lines: &mut Vec<String>) -> Result<()> {
     let t = Duration::from_secs(60);
+    access(h.role, r, &h.work_dir).await?;
     let out = facts::gather(r, t).await?;
     let f = facts::parse_facts(&out);
     preflight(h.role, &f)?;
@@ -121,21 +172,32 @@ async fn check_one(h: &Host, r: &Remote, lines: &mut Vec<String>) -> Result<()> 
     let o = r
         .run_unchecked(
             "disk-clock",
-            "df -Pk /tmp | tail -n 1; date +%s.%N",
+            &format!(
+                "df -Pk {} | tail -n 1; date +%s.%N",
+                crate::exec::shell::quote(&h.work_dir)
+            ),
             Duration::from_secs(30),
         )
         .await?;
     let after = std::time::SystemTime::now();
-    lines.extend(host_checks(h.role, &f, &o.stdout, before, after));
+    lines.extend(host_checks(
+        h.role,
+        &f,
+        &h.work_dir,
+        &o.stdout,
+        before,
+        after,
+    ));
     Ok(())
 }
 
 /// Preflight findings beyond the hard requirements: kernel symbols visible, disk
-/// for the capture, clock skew; each with the fix. `out` is `df -Pk /tmp` and
+/// for the capture, clock skew; each with the fix. `out` is `df -Pk WORK_DIR` and
 /// `date +%s.%N` from the host; `before`/`after` bracket that command here.
 pub fn host_checks(
     role: Role,
     f: &Facts,
+    work_dir: &str,
     out: &str,
     before: std::time::SystemTime,
     after: std::time::SystemTime,
@@ -153,9 +215,9 @@ pub fn host_checks(
     {
         let mib = avail / 1024;
         if mib < 512 {
-            lines.push(format!("{role}: WARNING: {mib} MiB free in /tmp: a capture needs up to a few hundred MiB (perf.data of every repeat); free space or lower capture.perf.frequency"));
+            lines.push(format!("{role}: WARNING: {mib} MiB free in {work_dir}: a capture needs up to a few hundred MiB (perf.data of every repeat); set `work_dir:` on the host to a larger filesystem, free space, or lower capture.perf.frequency"));
         } else {
-            lines.push(format!("{role}: {mib} MiB free in /tmp"));
+            lines.push(format!("{role}: {mib} MiB free in {work_dir}"));
         }
     }
     let secs = |t: std::time::SystemTime| {
@@ -198,6 +260,7 @@ mod tests {
         let l = host_checks(
             Role::Candidate,
             &f,
+            "/tmp",
             out,
             t,
             t + std::time::Duration::from_millis(100),
@@ -211,6 +274,7 @@ mod tests {
         let ok = host_checks(
             Role::Baseline,
             &Facts::default(),
+            "/tmp",
             "x 1 1 9000000 1% /tmp\n1000000.05\n",
             t,
             t + std::time::Duration::from_millis(100),
@@ -244,7 +308,9 @@ mod tests {
         let e = preflight(Role::Baseline, &facts(Some("6.1"), "2", "0")).unwrap_err();
         let m = format!("{e:#}");
         assert!(
-            m.contains("perf_event_paranoid = 2") && m.contains("sysctl -w"),
+            m.contains("perf_event_paranoid = 2")
+                && m.contains("become: sudo")
+                && m.contains("sysctl -w"),
             "{m}"
         );
         let mut broken = facts(None, "-1", "1");

@@ -37,7 +37,7 @@ use crate::model::{PhaseStatus, Role, RunRecord};
 use crate::playbook::Plan;
 use crate::progress::Progress;
 use crate::provision::teardown::teardown;
-use crate::provision::{Host, Ledger};
+use crate::provision::{Host, Ledger, WORK_PREFIX};
 use crate::rundir::{self, RunDir};
 use analysis::{AnalysisSetup, Analyzed};
 use runlog::{phase, RunLog};
@@ -74,7 +74,7 @@ pub struct RunCtx<'a> {
     pub ledger: &'a Mutex<Ledger>,
     /// Roles captured now: both, or those a resume captures again.
     pub roles: &'a [Role],
-    /// kdelta's folder on the hosts is `<work>-<role>`.
+    /// The name of kdelta's folders on the hosts: `<work_dir>/<work>-<role>`.
     pub work: String,
     /// See [`RunOptions::toggle`].
     pub toggle: Option<&'a crate::model::StateToggle>,
@@ -82,12 +82,12 @@ pub struct RunCtx<'a> {
 
 impl RunCtx<'_> {
     pub fn work_of(&self, h: &Host) -> String {
-        format!("{}-{}", self.work, h.role)
+        h.work_folder(&self.work)
     }
 }
 
-/// The run's work folder prefix. One folder per role: lab hosts share this
-/// machine's filesystem. The random part keeps two runs apart that started in the
+/// The name of the run's work folders (in each host's `work_dir`). One folder per
+/// role: lab hosts share this machine's filesystem. The random part keeps two runs apart that started in the
 /// same second with the same playbook (from two output folders, or two machines on
 /// one host).
 fn work_folder(rd: &RunDir) -> String {
@@ -100,7 +100,7 @@ fn work_folder(rd: &RunDir) -> String {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect();
-    format!("/tmp/kdelta-run-{id}-{nonce:08x}")
+    format!("{WORK_PREFIX}{id}-{nonce:08x}")
 }
 
 /// Runs a playbook end to end. Never returns before teardown has run.

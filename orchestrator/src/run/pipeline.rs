@@ -86,6 +86,11 @@ async fn connect(cx: &RunCtx<'_>, hosts: &[Host]) -> Result<Vec<Remote>> {
         let mut r = Remote::connect(&h.connect, &cx.rd.host(h.role).logs()).await?;
         r.tag_commands(&cx.work_of(h));
         with_ledger(cx.ledger, |l| l.connected.push(h.role));
+        // Before any deploy step: a user who may not profile fails here, with the
+        // fix, not at the first repeat with perf's words in a log.
+        for w in super::check::access(h.role, &r, &h.work_dir).await? {
+            cx.progress.println(&w);
+        }
         Ok(r)
     });
     join_all(futs).await.into_iter().collect()

@@ -154,6 +154,16 @@ pub(super) fn template_ctx(plan: &Plan, host: &Host, work: &str, repeat: u32) ->
     Value::from_serialize(&map)
 }
 
+/// The work folder's filesystem filled up during a repeat.
+#[derive(Debug, thiserror::Error)]
+#[error("{role}: the work folder's filesystem on {destination} filled up during repeat {repeat}: perf record could not write its profile ({df}); set `work_dir:` on this host to a filesystem with room (e.g. work_dir: /var/tmp), or lower capture.perf.frequency or the workload's length")]
+pub struct WorkFolderFull {
+    pub role: crate::model::Role,
+    pub destination: String,
+    pub repeat: u32,
+    pub df: String,
+}
+
 /// What a workload client printed, and how it ended (`Some(124)`: timed out).
 struct ClientOutput {
     stdout: String,
@@ -193,8 +203,10 @@ async fn one_repeat(
     let out = run_client(plan, remote, &client, rep).await;
     // Stop perf and the server whatever the client did.
     let stop = match stop(remote, host, work, rep, cmd_t).await {
-        // A lost connection is the cause of whatever else failed with it: say that first.
-        Err(e) if e.is::<ConnectionLost>() => return Err(e),
+        // A lost connection or a full work folder is the cause of whatever else
+        // failed with it (a client that could not write its temporary files): say
+        // that first.
+        Err(e) if e.is::<ConnectionLost>() || e.is::<WorkFolderFull>() => return Err(e),
         other => other,
     };
     let out = out?;
@@ -265,6 +277,19 @@ async fn stop(remote: &Remote, host: &Host, work: &str, rep: u32, cmd_t: Duratio
         .await?;
     match o.code {
         Some(0) => Ok(()),
+        Some(scripts::NO_SPACE) => Err(WorkFolderFull {
+            role: host.role,
+            destination: remote.destination.clone(),
+            repeat: rep,
+            df: o
+                .stderr
+                .trim()
+                .lines()
+                .next()
+                .unwrap_or("no space left")
+                .to_string(),
+        }
+        .into()),
         Some(scripts::PERF_DIED) => Err(anyhow!(
             "{}: perf record died during repeat {rep}, before kdelta stopped it: this repeat's profile is cut short (killed? out of memory?); the end of its log:\n    {}",
             host.role,

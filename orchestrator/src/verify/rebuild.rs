@@ -95,6 +95,8 @@ pub fn reverted_host(
             label: Some(label),
             provider: Provider::Qemu(q),
             setup: spec.setup.clone(),
+            become_: spec.become_,
+            work_dir: spec.work_dir.clone(),
         },
         how,
     ))
@@ -117,8 +119,12 @@ mod tests {
                 tools: vec![],
                 accel: Accel::Tcg,
                 cmdline: cmdline.iter().map(|s| s.to_string()).collect(),
+                rootfs: Default::default(),
+                modules: vec![],
             }),
             setup: vec![],
+            become_: Default::default(),
+            work_dir: "/tmp".into(),
         }
     }
 

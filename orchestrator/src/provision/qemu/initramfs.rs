@@ -231,7 +231,7 @@ fn modules(root: &Path, kernel: &KernelImage) -> Result<()> {
     let mut order = String::new();
     for m in &kernel.modules {
         let file = m.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let name = super::kernel::module_stem(file).unwrap_or(file);
+        let name = super::package::module_stem(file).unwrap_or(file);
         unpacked_module(m, &mdir.join(format!("{name}.ko")))?;
         order.push_str(name);
         order.push('\n');
@@ -278,4 +278,110 @@ fn list_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Stage 1 of a Debian guest: loads the kernel's boot modules, mounts the guest's
+/// disk, writes this run's files into it (host key, the login user's key, the
+/// hostname, a packaged kernel's config), mounts a packaged kernel's modules disk
+/// at /lib/modules/<release>, and hands over to systemd. A disk it cannot mount
+/// powers the guest off, so kdelta reports the console instead of waiting.
+const STAGE1_INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev
+K=$(uname -r)
+[ -f /lib/modules/$K/order ] && for m in $(cat /lib/modules/$K/order); do insmod /lib/modules/$K/$m.ko || echo "kdelta: insmod $m failed"; done
+i=0; while [ ! -b /dev/vda ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done
+mkdir -p /newroot
+if ! mount -t ext4 /dev/vda /newroot; then
+  echo "KDELTA-ROOT-FAILED: cannot mount /dev/vda: the kernel needs virtio_blk and ext4 (built in, or as modules of its package)"
+  poweroff -f
+fi
+cp -a /inject/. /newroot/
+chmod 600 /newroot/etc/ssh/ssh_host_ed25519_key
+U=$(cat /login_user)
+if [ "$U" = root ]; then H=/newroot/root; else H=/newroot/home/$U; fi
+mkdir -p $H/.ssh; cp /authorized_keys $H/.ssh/authorized_keys
+ids=$(sed -n "s/^$U:[^:]*:\([0-9]*\):\([0-9]*\):.*/\1:\2/p" /newroot/etc/passwd)
+[ -n "$ids" ] && chown -R $ids $H/.ssh
+chmod 700 $H/.ssh; chmod 600 $H/.ssh/authorized_keys
+if [ -b /dev/vdb ]; then mkdir -p /newroot/lib/modules/$K && mount -t ext4 -o ro /dev/vdb /newroot/lib/modules/$K; fi
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /sbin/init
+"#;
+
+/// Builds a Debian guest's stage-1 initramfs under `dir`; returns its path and the
+/// guest's new host key line (`ssh-ed25519 AAAA…`) to pin.
+pub fn build_stage1(
+    dir: &Path,
+    role: Role,
+    user: &str,
+    user_pubkey: &str,
+    kernel: &KernelImage,
+) -> Result<(PathBuf, String)> {
+    let root = dir.join(format!("stage1-{role}"));
+    let _ = std::fs::remove_dir_all(&root);
+    let res = fill_stage1(&root, role, user, user_pubkey, kernel).and_then(|host_line| {
+        let cpio = dir.join(format!("stage1-{role}.cpio"));
+        pack(&root, &cpio)?;
+        Ok((cpio, host_line))
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    res
+}
+
+fn fill_stage1(
+    root: &Path,
+    role: Role,
+    user: &str,
+    user_pubkey: &str,
+    kernel: &KernelImage,
+) -> Result<String> {
+    for d in ["bin", "proc", "sys", "dev", "newroot", "inject/etc/ssh"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        bail!("/bin/busybox not found: install busybox-static (the guest's first stage)");
+    }
+    copy_into(root, busybox)?;
+    let key = root.join("inject/etc/ssh/ssh_host_ed25519_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", ""])
+        .arg("-C")
+        .arg(format!("kdelta-{role}"))
+        .arg("-f")
+        .arg(&key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .context("ssh-keygen not found: install openssh-client")?;
+    if !st.success() {
+        bail!("ssh-keygen failed making the guest's host key");
+    }
+    let host_line = std::fs::read_to_string(key.with_extension("pub"))?
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let name = format!("kdelta-{role}");
+    std::fs::write(root.join("inject/etc/hostname"), format!("{name}\n"))?;
+    std::fs::write(
+        root.join("inject/etc/hosts"),
+        format!(
+            "127.0.0.1 localhost\n127.0.1.1 {name}\n::1 localhost ip6-localhost ip6-loopback\n"
+        ),
+    )?;
+    std::fs::write(root.join("login_user"), user)?;
+    std::fs::write(root.join("authorized_keys"), user_pubkey)?;
+    modules(root, kernel)?;
+    // The config where the facts look for it (packaged kernels have no /proc/config.gz).
+    if let (Some(c), Some(rel)) = (&kernel.config, &kernel.release) {
+        std::fs::create_dir_all(root.join("inject/boot"))?;
+        std::fs::copy(c, root.join("inject/boot").join(format!("config-{rel}")))?;
+    }
+    std::fs::write(root.join("init"), STAGE1_INIT)?;
+    std::fs::set_permissions(root.join("init"), std::fs::Permissions::from_mode(0o755))?;
+    Ok(host_line)
 }

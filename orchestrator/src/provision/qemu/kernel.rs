@@ -11,188 +11,11 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::reuse::{copy_tree, nearest_build, source_mark, SOURCE_MARK};
 use super::{cache_dir, KernelImage};
-use crate::exec::shell::quote;
 use crate::format::fingerprint;
 use crate::kconfig::KernelConfig;
 use crate::model::Role;
 use crate::playbook::{ApplyCheck, KernelSpec, QemuSpec, SourceTree};
 use crate::progress::Progress;
-
-/// The virtio network driver and what it needs, in load order (Debian's generic and
-/// RT kernels build them as modules).
-const GUEST_MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio",
-    "virtio_pci_legacy_dev",
-    "virtio_pci_modern_dev",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-];
-
-/// A Debian kernel package: resolves a meta package (`linux-image-rt-amd64`) to the
-/// current ABI (`linux-image-6.1.0-28-rt-amd64`), downloads it once into the cache and
-/// extracts the image, its config and the guest's modules.
-async fn package_kernel(name: &str, log: &Path) -> Result<KernelImage> {
-    let resolved = resolve_package(name).await?;
-    let dir = cache_dir().join("packages").join(&resolved);
-    let marker = dir.join(".extracted");
-    if !marker.is_file() {
-        extract_package(&resolved, &dir, log).await?;
-        std::fs::write(&marker, "")?;
-    }
-    read_package(name, &resolved, &dir)
-}
-
-/// `linux-image-rt-amd64` → `linux-image-6.1.0-28-rt-amd64`, `linux-image-6.12-amd64`
-/// → `linux-image-6.12.118+deb12-amd64`: apt's dependencies are followed (at most
-/// three hops) while they name another `linux-image-` package. A name that looks
-/// versioned is no proof of a concrete image (`6.12-amd64` is a meta package); only
-/// a package that depends on no other image is one.
-async fn resolve_package(name: &str) -> Result<String> {
-    let mut resolved = name.to_string();
-    for _ in 0..3 {
-        let out = tokio::process::Command::new("apt-cache")
-            .args(["depends", "--no-recommends", "--no-suggests", &resolved])
-            .output()
-            .await
-            .context("apt-cache not found: the package path needs Debian's apt")?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        match image_dependency(&text) {
-            Some(n) if n != resolved => resolved = n.to_string(),
-            _ if out.status.success() && text.lines().next().is_some() => return Ok(resolved),
-            _ => bail!(
-                "{name}: apt-cache does not know {resolved} (is `apt-get update` done, and the package in your sources?)"
-            ),
-        }
-    }
-    Ok(resolved)
-}
-
-/// The `linux-image-…` package `apt-cache depends` names, if any.
-pub fn image_dependency(apt_cache_output: &str) -> Option<&str> {
-    apt_cache_output
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .map(str::trim)
-        .find(|d| d.starts_with("linux-image-"))
-}
-
-/// Downloads the package into the cache and unpacks /boot and the guest's modules.
-async fn extract_package(resolved: &str, dir: &Path, log: &Path) -> Result<()> {
-    let cache = cache_dir().join("packages");
-    let dl = cache.join("debs");
-    std::fs::create_dir_all(&dl)?;
-    run_logged(
-        tokio::process::Command::new("apt-get")
-            .args(["download", resolved])
-            .current_dir(&dl),
-        &format!("apt-get download {resolved}"),
-        log,
-    )
-    .await
-    .with_context(|| format!("cannot download {resolved} (is `apt-get update` done and the package in your sources?)"))?;
-    let prefix = format!("{resolved}_");
-    let deb = std::fs::read_dir(&dl)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| {
-            anyhow!(
-                "apt-get download left no {resolved}_*.deb in {}",
-                dl.display()
-            )
-        })?;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let mut patterns = vec!["./boot/*".to_string()];
-    // Debian compresses modules since 6.6 (`virtio_net.ko.xz`).
-    for m in GUEST_MODULES {
-        patterns.extend(MODULE_SUFFIXES.iter().map(|x| format!("*/{m}{x}")));
-    }
-    // tar fails on a pattern that matches nothing: the suffixes not used by this
-    // kernel's modules are expected misses (`--ignore-failed-read` does not cover
-    // them), so the exit status is judged by the files found (read_package).
-    let script = format!(
-        "dpkg-deb --fsys-tarfile {} | tar -x -C {} --wildcards {} 2>/dev/null; test -d {}/boot",
-        quote(&deb.display().to_string()),
-        quote(&dir.display().to_string()),
-        crate::exec::shell::join(&patterns),
-        quote(&dir.display().to_string())
-    );
-    run_logged(
-        tokio::process::Command::new("sh").arg("-c").arg(&script),
-        &format!("extract {}", deb.display()),
-        log,
-    )
-    .await
-}
-
-/// The image, release, config and modules of an unpacked package.
-fn read_package(name: &str, resolved: &str, dir: &Path) -> Result<KernelImage> {
-    let boot = dir.join("boot");
-    let vmlinuz = std::fs::read_dir(&boot)
-        .with_context(|| format!("{resolved}: no /boot in the package"))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .ok_or_else(|| {
-            anyhow!("{resolved}: the package has no /boot/vmlinuz-*: is it a kernel image package?")
-        })?;
-    let release = vmlinuz
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("vmlinuz-"))
-        .unwrap_or_default()
-        .to_string();
-    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
-    find_modules(&dir.join("lib"), &mut found);
-    find_modules(&dir.join("usr/lib"), &mut found);
-    // Built-in drivers have no .ko: load what exists, in dependency order.
-    let modules: Vec<PathBuf> = GUEST_MODULES
-        .iter()
-        .filter_map(|m| found.get(*m).cloned())
-        .collect();
-    let config = boot.join(format!("config-{release}"));
-    Ok(KernelImage {
-        image: vmlinuz,
-        config: config.is_file().then_some(config),
-        release: Some(release.clone()),
-        modules,
-        provenance: serde_json::json!({ "package": name, "resolved": resolved, "release": release }),
-    })
-}
-
-fn find_modules(dir: &Path, out: &mut BTreeMap<String, PathBuf>) {
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            find_modules(&p, out);
-        } else if let Some(stem) = p.file_name().and_then(|n| n.to_str()).and_then(module_stem) {
-            out.insert(stem.to_string(), p.clone());
-        }
-    }
-}
-
-/// How kernel modules are named on disk: plain, or compressed by `kmod`'s rules.
-pub const MODULE_SUFFIXES: [&str; 4] = [".ko", ".ko.xz", ".ko.zst", ".ko.gz"];
-
-/// `virtio_net.ko.xz` → `virtio_net`.
-pub fn module_stem(file: &str) -> Option<&str> {
-    MODULE_SUFFIXES.iter().find_map(|x| file.strip_suffix(x))
-}
 
 /// Runs a command, its output appended to `log`; fails with the log's tail. The
 /// command runs in its own process group, killed whole if the future is dropped
@@ -382,11 +205,12 @@ pub async fn prepare_kernel(
             config: None,
             release: None,
             modules: vec![],
+            modules_dir: None,
             provenance: serde_json::json!({ "image": path }),
         }),
         KernelSpec::Package { name } => {
             progress.step(role.as_str(), &format!("kernel: package {name}"));
-            let k = package_kernel(name, log).await?;
+            let k = super::package::package_kernel(spec, name, log).await?;
             progress.done(
                 role.as_str(),
                 &format!(
@@ -492,6 +316,7 @@ impl<'a> SourceBuild<'a> {
             config: Some(out.join("config")),
             release: None,
             modules: vec![],
+            modules_dir: None,
             provenance: serde_json::json!({
                 "source": version,
                 "base": self.base,
@@ -659,17 +484,6 @@ impl<'a> SourceBuild<'a> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn compressed_module_names() {
-        assert_eq!(super::module_stem("virtio_net.ko.xz"), Some("virtio_net"));
-        assert_eq!(super::module_stem("failover.ko"), Some("failover"));
-        assert_eq!(
-            super::module_stem("net_failover.ko.zst"),
-            Some("net_failover")
-        );
-        assert_eq!(super::module_stem("README"), None);
-    }
-
     use super::*;
 
     #[test]

@@ -20,9 +20,12 @@
 //! logged to the run directory; `panic=-1 -no-reboot` turn a panic into an exit.
 //! QEMU is killed by its PID at teardown, always.
 
+pub mod guest;
 pub mod initramfs;
 pub mod kernel;
+pub mod package;
 mod reuse;
+pub mod rootfs;
 pub mod vm;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -35,7 +38,8 @@ use serde::{Deserialize, Serialize};
 use super::{with_ledger, Host, Provisioner};
 use crate::exec::remote::ConnectSpec;
 use crate::model::{ProviderKind, Role};
-use crate::playbook::{HostSpec, KernelSpec, QemuSpec, SourceTree};
+use crate::playbook::Become;
+use crate::playbook::{HostSpec, KernelSpec, QemuSpec, Rootfs, SourceTree};
 use crate::rundir::{write_json, RunDir};
 
 /// Where kernels, unpacked sources and build folders are kept between runs:
@@ -64,6 +68,10 @@ pub struct KernelImage {
     /// Modules the guest loads at boot, in order (a packaged kernel's virtio drivers).
     #[serde(default)]
     pub modules: Vec<PathBuf>,
+    /// A packaged kernel's whole `lib/modules/<release>` folder (depmod'ed), which a
+    /// Debian guest mounts.
+    #[serde(default)]
+    pub modules_dir: Option<PathBuf>,
     pub provenance: serde_json::Value,
 }
 
@@ -94,6 +102,11 @@ async fn guest_keys(p: &Provisioner<'_>) -> Result<GuestKeys> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     with_ledger(p.ledger, |l| l.qemu_dir = Some(dir.clone()));
+    guest_keys_in(&dir).await
+}
+
+/// A fresh user key in `dir` (a private folder that exists).
+async fn guest_keys_in(dir: &Path) -> Result<GuestKeys> {
     let key = dir.join("id_ed25519");
     let st = tokio::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "kdelta-run", "-f"])
@@ -107,15 +120,16 @@ async fn guest_keys(p: &Provisioner<'_>) -> Result<GuestKeys> {
     let pubkey = std::fs::read_to_string(dir.join("id_ed25519.pub"))?;
     Ok(GuestKeys {
         known_hosts: dir.join("known_hosts"),
-        dir,
+        dir: dir.to_path_buf(),
         key,
         pubkey,
     })
 }
 
-/// Builds (or takes from the cache) each guest's kernel, builds its initramfs with
-/// per-run keys, boots it and pins its host key. Kernels are built one after the
-/// other (they share the CPUs); a guest is in the ledger from the moment QEMU runs.
+/// Builds (or takes from the cache) each guest's kernel (and a Debian guest's root
+/// filesystem), builds its initramfs with per-run keys, boots it and pins its host
+/// key. Kernels are built one after the other (they share the CPUs); a guest is in
+/// the ledger from the moment QEMU runs.
 pub(super) async fn provision(
     p: &Provisioner<'_>,
     rd: &RunDir,
@@ -130,21 +144,50 @@ pub(super) async fn provision(
             .await
             .with_context(|| format!("{}: preparing the kernel", spec.role))?;
         write_json(&hd.kernel_json(), &k)?;
+        if let Rootfs::Debian(d) = &q.rootfs {
+            rootfs::ensure_image(d, &hd.rootfs_log(), p.progress, spec.role.as_str())
+                .await
+                .with_context(|| format!("{}: the Debian root filesystem", spec.role))?;
+        }
         kernels.push(k);
     }
     let mut kh = String::new();
     let mut hosts = Vec::new();
     for ((spec, q), k) in guests.iter().zip(&kernels) {
-        let (port, host_line) = boot_guest(p, rd, &keys, spec.role, q, k).await?;
+        let hd = rd.host(spec.role);
+        let (media, host_line) =
+            guest_media(&keys, spec.role, q, k, &hd.rootfs_log(), p.progress).await?;
+        p.progress.step(spec.role.as_str(), "booting the guest");
+        let vms = with_ledger(p.ledger, |l| l.vms.clone());
+        let started = Instant::now();
+        let port = vm::boot(
+            q,
+            spec.role,
+            k,
+            &media,
+            &hd.console_log(),
+            &vms,
+            boot_timeout(q),
+        )
+        .await?;
+        p.progress.done(
+            spec.role.as_str(),
+            &format!(
+                "guest up in {:.1}s (ssh on 127.0.0.1:{port})",
+                started.elapsed().as_secs_f64()
+            ),
+        );
         kh.push_str(&format!("[127.0.0.1]:{port} {host_line}\n"));
         std::fs::write(&keys.known_hosts, &kh)?;
         hosts.push(Host {
             role: spec.role,
             provider: ProviderKind::Qemu,
+            work_dir: "/tmp".into(),
             address: "127.0.0.1".into(),
             connect: connect_spec(
                 spec.role,
                 port,
+                login_user(q),
                 &keys.key,
                 &keys.known_hosts,
                 p.control,
@@ -155,40 +198,72 @@ pub(super) async fn provision(
     Ok(hosts)
 }
 
-/// One guest: its initramfs, then QEMU until the guest is ready. Returns the SSH
-/// port and the host key line to pin.
-async fn boot_guest(
-    p: &Provisioner<'_>,
-    rd: &RunDir,
+/// How long a guest may take to come up: a Debian guest runs systemd (TCG: 15-60 s,
+/// several minutes with KASAN).
+fn boot_timeout(q: &QemuSpec) -> Duration {
+    match q.rootfs {
+        Rootfs::Initramfs => Duration::from_secs(300),
+        Rootfs::Debian(_) => Duration::from_secs(600),
+    }
+}
+
+/// The user kdelta logs in as.
+pub fn login_user(q: &QemuSpec) -> &str {
+    match &q.rootfs {
+        Rootfs::Initramfs => "root",
+        Rootfs::Debian(d) => &d.user,
+    }
+}
+
+/// What a guest boots from, made in the run's private folder: the whole guest in
+/// an initramfs, or a Debian guest's stage 1, its overlay over the cached image
+/// (made first if needed) and a packaged kernel's modules disk. Returns the media
+/// and the host key line to pin.
+async fn guest_media(
     keys: &GuestKeys,
     role: Role,
     q: &QemuSpec,
     k: &KernelImage,
-) -> Result<(u16, String)> {
-    p.progress.step(role.as_str(), "building the initramfs");
-    let (dir, tools, pubkey, k2) = (
-        keys.dir.clone(),
-        q.tools.clone(),
-        keys.pubkey.clone(),
-        k.clone(),
-    );
-    let (cpio, host_line) = tokio::task::spawn_blocking(move || {
-        initramfs::build_initramfs(&dir, role, &tools, &pubkey, &k2)
-    })
-    .await??;
-    p.progress.step(role.as_str(), "booting the guest");
-    let vms = with_ledger(p.ledger, |l| l.vms.clone());
-    let started = Instant::now();
-    let console = rd.host(role).console_log();
-    let port = vm::boot(q, role, k, &cpio, &console, &vms, Duration::from_secs(300)).await?;
-    p.progress.done(
-        role.as_str(),
-        &format!(
-            "guest up in {:.1}s (ssh on 127.0.0.1:{port})",
-            started.elapsed().as_secs_f64()
-        ),
-    );
-    Ok((port, host_line))
+    log: &Path,
+    progress: &crate::progress::Progress,
+) -> Result<(vm::Media, String)> {
+    progress.step(role.as_str(), "building the initramfs");
+    let (dir, pubkey, k2) = (keys.dir.clone(), keys.pubkey.clone(), k.clone());
+    match &q.rootfs {
+        Rootfs::Initramfs => {
+            let tools = q.tools.clone();
+            let (cpio, host_line) = tokio::task::spawn_blocking(move || {
+                initramfs::build_initramfs(&dir, role, &tools, &pubkey, &k2)
+            })
+            .await??;
+            let media = vm::Media {
+                initramfs: cpio,
+                disks: vec![],
+                reboot: false,
+            };
+            Ok((media, host_line))
+        }
+        Rootfs::Debian(d) => {
+            let base = rootfs::ensure_image(d, log, progress, role.as_str()).await?;
+            let user = d.user.clone();
+            let (cpio, host_line) = tokio::task::spawn_blocking(move || {
+                initramfs::build_stage1(&dir, role, &user, &pubkey, &k2)
+            })
+            .await??;
+            let disk = keys.dir.join(format!("disk-{role}.qcow2"));
+            rootfs::overlay(&base, &disk, log).await?;
+            let mut disks = vec![(disk, "qcow2", false)];
+            if let Some(m) = &k.modules_dir {
+                disks.push((rootfs::modules_image(m, log).await?, "raw", true));
+            }
+            let media = vm::Media {
+                initramfs: cpio,
+                disks,
+                reboot: true,
+            };
+            Ok((media, host_line))
+        }
+    }
 }
 
 /// What a guest needs from this machine, checked without booting anything:
@@ -210,6 +285,9 @@ pub fn preflight(q: &QemuSpec, role: Role) -> Result<String> {
     if !Path::new("/bin/busybox").is_file() {
         problems.push("/bin/busybox missing (apt-get install busybox-static)".into());
     }
+    if let Rootfs::Debian(_) = q.rootfs {
+        problems.extend(rootfs::missing_tools());
+    }
     for t in &q.tools {
         if which(t).is_none() {
             problems.push(format!(
@@ -220,7 +298,7 @@ pub fn preflight(q: &QemuSpec, role: Role) -> Result<String> {
     let what = match &q.kernel {
         KernelSpec::Image { path } => format!("image {}", path.display()),
         KernelSpec::Package { name } => {
-            for (tool, pkg) in [("apt-get", "apt"), ("dpkg-deb", "dpkg")] {
+            for (tool, pkg) in [("apt-get", "apt"), ("dpkg-deb", "dpkg"), ("depmod", "kmod")] {
                 if which(tool).is_none() {
                     problems.push(format!(
                         "{tool} missing ({pkg}): kernel packages need Debian's tools"
@@ -274,6 +352,7 @@ pub fn preflight(q: &QemuSpec, role: Role) -> Result<String> {
 pub fn connect_spec(
     role: Role,
     port: u16,
+    user: &str,
     key: &Path,
     known_hosts: &Path,
     control: &Path,
@@ -283,11 +362,12 @@ pub fn connect_spec(
         role,
         destination: "127.0.0.1".into(),
         port: Some(port),
-        user: Some("root".into()),
+        user: Some(user.to_string()),
         keyfile: Some(key.to_path_buf()),
         known_hosts_file: Some(known_hosts.to_path_buf()),
         accept_new: false,
         control_dir: control.to_path_buf(),
+        become_: Become::No,
         connect_timeout: Duration::from_secs(connect_timeout),
         retry_for: Duration::from_secs(connect_timeout * 3),
     }

@@ -2,7 +2,7 @@
 //! per guest under /run/kdelta/vms (so `kdelta lab down --all` finds the guests of a
 //! kdelta that was itself killed), killed by PID at teardown.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -85,19 +85,31 @@ pub fn down_all() -> (usize, Vec<String>) {
     (n, errors)
 }
 
+/// What a guest boots from besides its kernel: kdelta's initramfs (the whole
+/// guest, or a Debian guest's stage 1) and, for a Debian guest, its disks.
+#[derive(Clone, Debug)]
+pub struct Media {
+    pub initramfs: PathBuf,
+    /// virtio disks in order (`/dev/vda`, `/dev/vdb`): `(file, format, read-only)`.
+    pub disks: Vec<(PathBuf, &'static str, bool)>,
+    /// Whether a reboot in the guest reboots it (a Debian guest: a real host does)
+    /// or ends QEMU (the initramfs guest, whose reboot is a crash).
+    pub reboot: bool,
+}
+
 /// Boots a guest and waits until its console says it is ready. The VM is pushed to
 /// `vms` as soon as it exists, so teardown kills it even if the boot fails.
 pub async fn boot(
     spec: &QemuSpec,
     role: Role,
     image: &KernelImage,
-    initramfs: &Path,
+    media: &Media,
     console: &Path,
     vms: &std::sync::Mutex<Vec<Vm>>,
     boot_timeout: Duration,
 ) -> Result<u16> {
     let port = free_port()?;
-    let child = qemu_command(spec, image, initramfs, console, port)?
+    let child = qemu_command(spec, image, media, console, port)?
         .spawn()
         .context("qemu-system-x86_64 not found: install qemu-system-x86")?;
     let _ = std::fs::create_dir_all(VM_STATE_DIR);
@@ -108,16 +120,101 @@ pub async fn boot(
     vms.lock()
         .map_err(|_| anyhow!("vm list poisoned"))?
         .push(Vm { role, child });
-    wait_ready(role, console, vms, boot_timeout).await?;
+    let exited = || {
+        vms.lock().ok().and_then(|mut v| {
+            v.iter_mut()
+                .find(|x| x.role == role)
+                .and_then(|x| x.child.try_wait().ok().flatten())
+                .map(|st| st.to_string())
+        })
+    };
+    wait_ready(role, console, exited, boot_timeout).await?;
     Ok(port)
 }
 
-/// QEMU with the guest's kernel and initramfs, its serial console in a file, and
-/// restricted user networking: SSH forwarded from 127.0.0.1:`port`, nothing else.
+/// Boots a guest that outlives kdelta (`kdelta guest up`): QEMU in its own session,
+/// its PID in `pid_file` and in the state folder `kdelta lab down --all` reads.
+/// Returns the SSH port once the guest is ready; on failure QEMU is killed.
+pub async fn boot_detached(
+    spec: &QemuSpec,
+    role: Role,
+    image: &KernelImage,
+    media: &Media,
+    console: &Path,
+    pid_file: &Path,
+    boot_timeout: Duration,
+) -> Result<u16> {
+    use std::os::unix::process::CommandExt;
+    let port = free_port()?;
+    let mut cmd = qemu_command(spec, image, media, console, port)?;
+    // Its own session: no signal to kdelta's terminal or group reaches it.
+    cmd.process_group(0);
+    let mut child = cmd
+        .spawn()
+        .context("qemu-system-x86_64 not found: install qemu-system-x86")?;
+    let pid = child.id();
+    std::fs::write(pid_file, format!("{pid}\n"))?;
+    let _ = std::fs::create_dir_all(VM_STATE_DIR);
+    let _ = std::fs::write(
+        Path::new(VM_STATE_DIR).join(pid.to_string()),
+        format!("{role} {}\n", console.display()),
+    );
+    let child_cell = std::sync::Mutex::new(&mut child);
+    let exited = || {
+        child_cell
+            .lock()
+            .ok()
+            .and_then(|mut c| c.try_wait().ok().flatten())
+            .map(|st| st.to_string())
+    };
+    let res = wait_ready(role, console, exited, boot_timeout).await;
+    if res.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(pid.to_string()));
+    }
+    res.map(|()| port)
+}
+
+/// Kills a guest [`boot_detached`] started, by the PID in `pid_file`, if that PID
+/// is still a QEMU of kdelta's whose command line names `marker` (the guest's
+/// folder). True when a QEMU was killed.
+pub fn kill_detached(pid_file: &Path, marker: &str) -> bool {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let c = String::from_utf8_lossy(&c);
+            c.contains("qemu-system") && c.contains(marker)
+        })
+        .unwrap_or(false);
+    let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(pid.to_string()));
+    if !ours {
+        return false;
+    }
+    // SAFETY: kill(2) on a PID whose command line we just checked.
+    let killed = unsafe { libc::kill(pid as i32, libc::SIGKILL) } == 0;
+    // It is not our child (kdelta guest up has exited): wait for it to go.
+    for _ in 0..50 {
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    killed
+}
+
+/// QEMU with the guest's kernel, initramfs and disks, its serial console in a
+/// file, and restricted user networking: SSH forwarded from 127.0.0.1:`port`,
+/// nothing else.
 fn qemu_command(
     spec: &QemuSpec,
     image: &KernelImage,
-    initramfs: &Path,
+    media: &Media,
     console: &Path,
     port: u16,
 ) -> Result<std::process::Command> {
@@ -129,20 +226,23 @@ fn qemu_command(
             "-smp",
             &spec.cpus.to_string(),
         ])
-        .args([
-            "-no-reboot",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-nodefaults",
-        ])
-        .arg("-kernel")
+        .args(["-display", "none", "-monitor", "none", "-nodefaults"]);
+    if !media.reboot {
+        cmd.arg("-no-reboot");
+    }
+    cmd.arg("-kernel")
         .arg(&image.image)
         .arg("-initrd")
-        .arg(initramfs)
-        .args(["-append", &kernel_cmdline(spec)])
-        .arg("-netdev")
+        .arg(&media.initramfs)
+        .args(["-append", &kernel_cmdline(spec)]);
+    for (file, format, readonly) in &media.disks {
+        cmd.arg("-drive").arg(format!(
+            "file={},if=virtio,format={format}{}",
+            file.display().to_string().replace(',', ",,"),
+            if *readonly { ",readonly=on" } else { "" }
+        ));
+    }
+    cmd.arg("-netdev")
         .arg(format!(
             "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22"
         ))
@@ -168,11 +268,11 @@ fn tail(text: &str, n: usize) -> String {
 }
 
 /// Waits for the guest's ready line on its console; fails with the console's tail
-/// when QEMU exits or the time is up.
+/// when QEMU exits (`exited` says how), the kernel panics, or the time is up.
 async fn wait_ready(
     role: Role,
     console: &Path,
-    vms: &std::sync::Mutex<Vec<Vm>>,
+    exited: impl Fn() -> Option<String>,
     boot_timeout: Duration,
 ) -> Result<()> {
     let start = Instant::now();
@@ -181,18 +281,21 @@ async fn wait_ready(
         if text.contains("KDELTA-READY") {
             return Ok(());
         }
-        let exited = vms.lock().ok().and_then(|mut v| {
-            v.iter_mut()
-                .find(|x| x.role == role)
-                .and_then(|x| x.child.try_wait().ok().flatten())
-        });
-        if let Some(st) = exited {
+        if let Some(st) = exited() {
             let qlog =
                 std::fs::read_to_string(console.with_extension("qemu.log")).unwrap_or_default();
             bail!(
                 "{role}: QEMU exited during boot ({st}); console tail:\n{}\n{}",
                 tail(&text, 12),
                 qlog.trim()
+            );
+        }
+        // A guest that may reboot would loop on a panic: say it at once.
+        if text.contains("Kernel panic - not syncing") {
+            bail!(
+                "{role}: the guest's kernel panicked during boot (console {}):\n{}",
+                console.display(),
+                tail(&text, 12)
             );
         }
         if start.elapsed() > boot_timeout {

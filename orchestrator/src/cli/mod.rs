@@ -13,9 +13,10 @@ use std::panic::AssertUnwindSafe;
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod hosts;
+
 use crate::exit_codes;
 use crate::model::Summary;
-use crate::provision::lab;
 use crate::run::analysis::{self, AnalysisSetup};
 use crate::run::gate::{GateOptions, GateRequest};
 use crate::run::{Outcome, RunOptions};
@@ -286,23 +287,14 @@ enum Cmd {
     /// Manage the local network-namespace lab.
     Lab {
         #[command(subcommand)]
-        cmd: LabCmd,
+        cmd: hosts::LabCmd,
     },
-}
-
-#[derive(Subcommand, Debug)]
-enum LabCmd {
-    /// Bring up a lab for a playbook's lab hosts and print how to reach them (until `lab down`).
-    Up { playbook: PathBuf },
-    /// Tear down labs: `--all` removes every lab and leftover kdelta namespace.
-    Down {
-        #[arg(long)]
-        all: bool,
-        /// Lab id (from `lab status`).
-        id: Option<String>,
+    /// Start a playbook's qemu guest that outlives kdelta (an SSH target to try
+    /// kdelta against, or the `up` of a command host), and stop it again.
+    Guest {
+        #[command(subcommand)]
+        cmd: hosts::GuestCmd,
     },
-    /// List labs and leftover namespaces.
-    Status,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -447,7 +439,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             }
             Ok(exit_codes::PASS)
         }
-        Cmd::Lab { cmd } => lab_cmd(cmd).await,
+        Cmd::Lab { cmd } => hosts::lab_cmd(cmd).await,
+        Cmd::Guest { cmd } => hosts::guest_cmd(cmd, cli.quiet).await,
         Cmd::Verify {
             past,
             cause,
@@ -696,104 +689,4 @@ fn print_verdict(s: &Summary) -> Result<()> {
         ))?;
     }
     Ok(())
-}
-
-async fn lab_cmd(cmd: LabCmd) -> Result<i32> {
-    match cmd {
-        LabCmd::Status => lab_status(),
-        LabCmd::Down { all: true, .. } => {
-            let (n, mut errors) = lab::lab_down_all();
-            let (v, verrors) = crate::provision::qemu::vm::down_all();
-            errors.extend(verrors);
-            out(format!(
-                "removed {n} lab(s), killed {v} leftover QEMU guest(s)"
-            ))?;
-            Ok(report_errors(&errors))
-        }
-        LabCmd::Down { id: None, .. } => {
-            anyhow::bail!("give a lab id (see `kdelta lab status`) or --all")
-        }
-        LabCmd::Down { id: Some(id), .. } => {
-            let (labs, _) = lab::lab_list();
-            let Some(l) = labs.into_iter().find(|l| l.id == id) else {
-                anyhow::bail!("no lab `{id}` (see `kdelta lab status`)")
-            };
-            Ok(report_errors(&lab::lab_down(&l)))
-        }
-        LabCmd::Up { playbook } => lab_up(&playbook).await,
-    }
-}
-
-fn report_errors(errors: &[String]) -> i32 {
-    for e in errors {
-        err_line(&format!("kdelta: {e}"));
-    }
-    if errors.is_empty() {
-        exit_codes::PASS
-    } else {
-        exit_codes::RUN_FAILED
-    }
-}
-
-fn lab_status() -> Result<i32> {
-    let (labs, stray) = lab::lab_list();
-    let vms = crate::provision::qemu::vm::leftovers();
-    if labs.is_empty() && stray.is_empty() && vms.is_empty() {
-        out("no kdelta labs")?;
-    }
-    for (pid, alive) in vms {
-        out(format!(
-            "QEMU guest pid {pid}{}: `kdelta lab down --all` kills it (also the guests of a run still in progress)",
-            if alive { "" } else { " (gone; state file left)" }
-        ))?;
-    }
-    for l in labs {
-        out(format!(
-            "lab {}: namespaces {} (state in {})",
-            l.id,
-            l.namespaces.join(", "),
-            l.dir.display()
-        ))?;
-    }
-    for s in stray {
-        out(format!(
-            "leftover namespace {s} (no state file): `kdelta lab down --all` removes it"
-        ))?;
-    }
-    Ok(exit_codes::PASS)
-}
-
-async fn lab_up(playbook: &std::path::Path) -> Result<i32> {
-    let plan = crate::playbook::load(playbook)?;
-    let specs = plan.lab_specs();
-    if specs.is_empty() {
-        anyhow::bail!("{}: no host uses provider: lab", playbook.display());
-    }
-    let mut state = lab::LabState::default();
-    let hosts = match lab::lab_up(&specs, &mut state).await {
-        Ok(h) => h,
-        Err(e) => {
-            lab::lab_down(&state);
-            return Err(e);
-        }
-    };
-    out(format!(
-        "lab {} is up (remove it with `kdelta lab down {}`):",
-        state.id, state.id
-    ))?;
-    let path = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map(|k| k.display().to_string())
-            .unwrap_or_default()
-    };
-    for h in hosts {
-        out(format!(
-            "  {}: ssh -i {} -o UserKnownHostsFile={} {}",
-            h.role,
-            path(&h.connect.keyfile),
-            path(&h.connect.known_hosts_file),
-            h.connect.destination
-        ))?;
-    }
-    Ok(exit_codes::PASS)
 }
