@@ -78,8 +78,12 @@ pub fn gather(i: &CauseInputs<'_>) -> Vec<Cause> {
     );
     covered.extend(by_module.iter().map(|c| c.name.clone()));
     causes.extend(by_module);
-    let loaded =
-        kmap::module_key_causes(i.runtime_delta, &keys(&causes), [&modules[0], &modules[1]]);
+    let loaded = kmap::module_key_causes(
+        i.runtime_delta,
+        &keys(&causes),
+        [&modules[0], &modules[1]],
+        i.counts,
+    );
     causes.extend(loaded);
     if let Some(map) = i.source_map {
         let mapped = cause::source_map_causes(config_delta, &covered, map, sb, sc);

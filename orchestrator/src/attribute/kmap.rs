@@ -8,7 +8,9 @@
 //!   in `sch_netem`, `u32_classify` in `cls_u32`). Membership is a fact, not a
 //!   guess, so such a cause may reach high confidence (the ranker still asks for a
 //!   large, significant share in the direction the value predicts: hotter where the
-//!   module is loaded).
+//!   module is loaded). A module missing from the other side's list may be built
+//!   into that kernel (Debian's cloud kernel builds ext4 in): when its functions run
+//!   there by name, they are matched there too and no direction is predicted.
 //! - A config option that differs with `m` on one side is tied to the frames of the
 //!   modules it builds: through Kbuild when a kernel source is there (source
 //!   `kernel-map`), else when a module is named exactly like one of the option's
@@ -99,10 +101,17 @@ impl ModuleFunctions {
 const MIN_SAMPLES: u64 = 3;
 
 /// Runtime deltas `modules.X` (loaded on one side only) tied to the frames of X.
+///
+/// A module absent from one side's list may still be built into its kernel
+/// (Debian's cloud kernel builds ext4 in, the generic one loads it): when X's
+/// functions run by the same names on the other side, they are matched there too
+/// and no direction is predicted — whether the code runs is then no difference, and
+/// the cause is listed only if their time differs.
 pub fn module_key_causes(
     delta: &[RuntimeChange],
     covered: &BTreeSet<String>,
     [base, cand]: [&ModuleFunctions; 2],
+    [sb, sc]: [&SideCounts; 2],
 ) -> Vec<Cause> {
     let mut out = Vec::new();
     for r in delta
@@ -119,25 +128,38 @@ pub fn module_key_causes(
         if b_on == c_on {
             continue;
         }
-        let (side, role) = if c_on {
-            (cand, "candidate")
+        let (side, other, role) = if c_on {
+            (cand, sb, "candidate")
         } else {
-            (base, "baseline")
+            (base, sc, "baseline")
         };
         if side.samples(module) < MIN_SAMPLES {
             continue; // loaded, but never on a stack: nothing to tie
         }
         let modules: BTreeSet<String> = [module.to_string()].into();
-        let why = format!(
+        let names: BTreeSet<String> = side.functions(module).cloned().collect();
+        let built_in = names.iter().any(|f| {
+            other
+                .functions
+                .get(f)
+                .is_some_and(|x| x.inclusive >= MIN_SAMPLES)
+        });
+        let mut why = format!(
             "module {module} is loaded on the {role} only, and perf placed frames in it there ({}): tied through the kernel's module map, whatever its functions are called — their samples and what they call",
             side.examples(&modules)
         );
+        let (names, hot_when) = if built_in {
+            why.push_str("; the same functions run on the other side too (built into its kernel, or in another module), matched there by name: no direction is predicted");
+            (names, HotWhen::Either)
+        } else {
+            (BTreeSet::new(), HotWhen::Enabled)
+        };
         out.extend(Cause::for_modules(
             vec![(r.key.clone(), r.baseline.clone(), r.candidate.clone())],
             why,
             CauseSource::KernelMap,
-            HotWhen::Enabled,
-            BTreeSet::new(),
+            hot_when,
+            names,
             modules,
         ));
     }
@@ -346,12 +368,12 @@ mod tests {
         let (base, cand) = netem_sides("[sch_netem]", false);
         let mods = [ModuleFunctions::of(&base), ModuleFunctions::of(&cand)];
         let delta = [loaded("modules.sch_netem"), loaded("modules.unused_mod")];
-        let causes = module_key_causes(&delta, &BTreeSet::new(), [&mods[0], &mods[1]]);
+        let (sb, sc) = (side_counts(&base), side_counts(&cand));
+        let causes = module_key_causes(&delta, &BTreeSet::new(), [&mods[0], &mods[1]], [&sb, &sc]);
         assert_eq!(causes.len(), 1, "a module never on a stack ties nothing");
         assert_eq!(causes[0].source, CauseSource::KernelMap);
         assert!(causes[0].why.contains("netem_enqueue"), "{}", causes[0].why);
         // The name mechanism finds nothing: no function carries `sch_netem`.
-        let (sb, sc) = (side_counts(&base), side_counts(&cand));
         assert!(crate::attribute::runtime_match::runtime_name_causes(
             &delta,
             &BTreeSet::new(),
@@ -372,7 +394,30 @@ mod tests {
         assert!(a.evidence.iter().any(|e| e.symbol == "tfifo_enqueue"));
         // Covered by an earlier cause: left to it.
         let covered: BTreeSet<String> = ["modules.sch_netem".to_string()].into();
-        assert!(module_key_causes(&delta, &covered, [&mods[0], &mods[1]]).is_empty());
+        assert!(module_key_causes(&delta, &covered, [&mods[0], &mods[1]], [&sb, &sc]).is_empty());
+    }
+
+    /// Debian's cloud kernel builds ext4 in, the generic one loads it: `modules.ext4`
+    /// differs, but ext4's functions run on both sides. Blaming the module for all
+    /// its time (37 points on a real capture) would be false.
+    #[test]
+    fn a_module_built_in_on_the_other_side_is_compared_by_name() {
+        let (base, cand) = netem_sides("[sch_netem]", true);
+        let mods = [ModuleFunctions::of(&base), ModuleFunctions::of(&cand)];
+        let (sb, sc) = (side_counts(&base), side_counts(&cand));
+        let causes = module_key_causes(
+            &[loaded("modules.sch_netem")],
+            &BTreeSet::new(),
+            [&mods[0], &mods[1]],
+            [&sb, &sc],
+        );
+        assert_eq!(causes[0].expected_hot_candidate(), None);
+        assert!(causes[0].matches_frame("netem_enqueue", None));
+        let r = attribute(&causes, &base, &cand, true, &AttributeOptions::default());
+        let a = &r.attributions[0];
+        // 100 of 900 on the baseline, 230 of 1030 on the candidate: the difference only.
+        assert!((a.explained_share - (230.0 / 1030.0 - 100.0 / 900.0)).abs() < 1e-9);
+        assert_ne!(a.confidence, Confidence::High);
     }
 
     fn option(b: &str, c: &str) -> ConfigChange {
