@@ -568,7 +568,7 @@ fn a_fetched_kernel_source_maps_options_as_the_flag_would() {
     ]];
     let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (t, n) = (tree.clone(), asked.clone());
-    let finder = SourceFinder(std::sync::Arc::new(move |_k: &_| {
+    let finder = SourceFinder(std::sync::Arc::new(move |_k: [&_; 2]| {
         n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Some(FoundSource {
             root: t.clone(),
@@ -605,7 +605,7 @@ fn a_fetched_kernel_source_maps_options_as_the_flag_would() {
         s.caveats
     );
 
-    let failing = SourceFinder(std::sync::Arc::new(|_k: &_| {
+    let failing = SourceFinder(std::sync::Arc::new(|_k: [&_; 2]| {
         anyhow::bail!("apt-get not found")
     }));
     let s = cause_scenario_setup(

@@ -69,19 +69,21 @@ impl KernelIdentity {
     }
 }
 
-/// A kernel source found for a captured kernel.
+/// A kernel source found for the captured kernels.
 #[derive(Clone, Debug)]
 pub struct FoundSource {
     /// The tree's top folder (holds `Makefile`, `kernel/`, `net/`).
     pub root: PathBuf,
     /// What it is, for the caveats: `linux-source-6.1 6.1.115-1`.
     pub version: String,
-    /// A caveat to add (the source is another version than the kernel's).
+    /// A caveat to add: the source is another version than the kernel's, or than
+    /// one side's.
     pub note: Option<String>,
 }
 
-/// Finds (and fetches, caches) the source of a captured kernel: Ok(None) when it
-/// does not know the kernel's distribution, an error when it tried and failed.
+/// Finds (and fetches, caches) the source of the captured kernels (baseline,
+/// candidate): Ok(None) when it does not know their distribution, an error when it
+/// tried and failed.
 /// Kept out of the analysis proper, which touches files only: the CLI gives
 /// [`crate::run::ksource::debian`]; the library's default is none, so tests and
 /// fixtures are never slowed or made network-dependent by surprise.
@@ -89,7 +91,7 @@ pub struct FoundSource {
 pub struct SourceFinder(pub std::sync::Arc<FindSource>);
 
 /// See [`SourceFinder`].
-pub type FindSource = dyn Fn(&KernelIdentity) -> Result<Option<FoundSource>> + Send + Sync;
+pub type FindSource = dyn Fn([&KernelIdentity; 2]) -> Result<Option<FoundSource>> + Send + Sync;
 
 impl std::fmt::Debug for SourceFinder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -611,16 +613,9 @@ fn source_map(
         (None, _) if wanted.is_empty() => return Ok(None),
         (None, Some(find)) => {
             let (b, c) = (KernelIdentity::of(base), KernelIdentity::of(cand));
-            match (find.0)(&c) {
+            match (find.0)([&b, &c]) {
                 Ok(Some(found)) => {
                     caveats.extend(found.note.clone());
-                    if b.release.is_some() && b.release != c.release {
-                        caveats.push(format!(
-                            "the kernel source read for config options is the candidate's ({}); the baseline runs {}",
-                            found.version,
-                            b.release.as_deref().unwrap_or("?")
-                        ));
-                    }
                     found.root
                 }
                 Ok(None) => return Ok(None),

@@ -102,12 +102,40 @@ pub fn from_flag(flag: Option<&str>, quiet: bool) -> (Option<PathBuf>, Option<So
 }
 
 /// The finder the CLI gives the analysis: Debian's kernels, fetched into the cache.
+/// One tree serves both sides: the candidate's (the kernel under test), else the
+/// baseline's; a side built from another source version is said in the caveat.
 pub fn debian(quiet: bool) -> SourceFinder {
-    SourceFinder(std::sync::Arc::new(move |k: &KernelIdentity| {
-        let Some(d) = DebianKernel::of(k) else {
-            return Ok(None);
+    debian_in(cache_dir().join("sources"), quiet)
+}
+
+/// [`debian`] with its cache folder given.
+fn debian_in(cache: PathBuf, quiet: bool) -> SourceFinder {
+    SourceFinder(std::sync::Arc::new(move |[b, c]: [&KernelIdentity; 2]| {
+        let (db, dc) = (DebianKernel::of(b), DebianKernel::of(c));
+        let (d, other) = match (dc, db) {
+            (Some(dc), db) => (dc, db.map(|x| (Some(x), "baseline"))),
+            (None, Some(db)) => (db, Some((None, "candidate"))),
+            (None, None) => return Ok(None),
         };
-        fetch(&d, &cache_dir().join("sources"), quiet).map(Some)
+        let mut found = fetch(&d, &cache, quiet)?;
+        let other_note = match other {
+            Some((Some(o), role)) if o != d => Some(format!(
+                "the kernel source read for config options is {}; the {role}'s kernel comes from {} {}",
+                found.version,
+                o.package,
+                o.version.as_deref().unwrap_or("(version unknown)")
+            )),
+            Some((None, role)) => Some(format!(
+                "the kernel source read for config options is {} (the baseline's); the {role}'s kernel is no Debian package",
+                found.version
+            )),
+            _ => None,
+        };
+        found.note = match (found.note.take(), other_note) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
+        Ok(Some(found))
     }))
 }
 
@@ -431,6 +459,32 @@ mod tests {
         assert!(
             note.contains("not the captured kernel's 6.1.112-1"),
             "{note}"
+        );
+        // Both sides: the candidate's source, the baseline's other version said;
+        // cloud and generic flavours of one version are one source.
+        let v = |rel: &str, deb: &str| {
+            id(rel, Some(&format!("Linux version {rel} (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian {deb} (2025-11-30)")))
+        };
+        let finder = debian_in(dir.path().to_path_buf(), true);
+        let (cloud, generic, older) = (
+            v("6.1.0-27-cloud-amd64", "6.1.115-1"),
+            v("6.1.0-27-amd64", "6.1.115-1"),
+            v("6.1.0-26-amd64", "6.1.112-1"),
+        );
+        let f = (finder.0)([&cloud, &generic]).unwrap().unwrap();
+        assert_eq!(f.note, None, "one source version on both sides");
+        let f = (finder.0)([&older, &generic]).unwrap().unwrap();
+        assert!(
+            f.note.as_deref().is_some_and(
+                |n| n.contains("baseline's kernel comes from linux-source-6.1 6.1.112-1")
+            ),
+            "{:?}",
+            f.note
+        );
+        let own = id("6.18.44-fc-v1300", None);
+        assert!(
+            (finder.0)([&own, &own]).unwrap().is_none(),
+            "not Debian's: no source"
         );
         // A half-unpacked tree (no completion mark) is not taken.
         std::fs::remove_file(tree.join(".kdelta-complete")).unwrap();
