@@ -207,13 +207,18 @@ fn run(base: Capture, cand: Capture) -> kdelta::model::Summary {
 }
 
 fn run_with(base: Capture, cand: Capture, kernel_src: Option<PathBuf>) -> kdelta::model::Summary {
-    let setup = AnalysisSetup {
-        kernel_src,
-        ..Default::default()
-    }
-    .load()
-    .unwrap();
-    summarize(&base, &cand, &setup).unwrap()
+    run_setup(
+        base,
+        cand,
+        AnalysisSetup {
+            kernel_src,
+            ..Default::default()
+        },
+    )
+}
+
+fn run_setup(base: Capture, cand: Capture, setup: AnalysisSetup) -> kdelta::model::Summary {
+    summarize(&base, &cand, &setup.load().unwrap()).unwrap()
 }
 
 fn cause_scenario(
@@ -232,6 +237,25 @@ fn cause_scenario_src(
     share: f64,
     kernel_src: Option<PathBuf>,
 ) -> kdelta::model::Summary {
+    cause_scenario_setup(
+        seed,
+        options,
+        extra,
+        share,
+        AnalysisSetup {
+            kernel_src,
+            ..Default::default()
+        },
+    )
+}
+
+fn cause_scenario_setup(
+    seed: u64,
+    options: &[(&str, &str, &str)],
+    extra: &[&[&str]],
+    share: f64,
+    setup: AnalysisSetup,
+) -> kdelta::model::Summary {
     let mut rng = SplitMix::new(seed);
     let mut b = Gen::new(seed);
     b.base_load(6000, 3000);
@@ -248,10 +272,10 @@ fn cause_scenario_src(
         bc.insert(o.to_string(), vb.to_string());
         cc.insert(o.to_string(), vc.to_string());
     }
-    run_with(
+    run_setup(
         capture("base", &b.text, Some(cfg_text(&bc)), None),
         capture("cand", &c.text, Some(cfg_text(&cc)), None),
-        kernel_src,
+        setup,
     )
 }
 
@@ -526,6 +550,85 @@ fn kernel_source_maps_an_option_whose_functions_carry_another_name() {
     let bad =
         kdelta::attribute::ksrc::map_options(&tree.join("nowhere"), &Default::default(), "x86");
     assert!(format!("{:#}", bad.unwrap_err()).contains("--kernel-src"));
+}
+
+/// Issue 17: without `--kernel-src`, the source a finder fetches for the captured
+/// kernel (Debian's linux-source, in the CLI) serves the mapping as the flag would;
+/// a version other than the kernel's, or no source at all, is said in a caveat.
+#[test]
+fn a_fetched_kernel_source_maps_options_as_the_flag_would() {
+    use kdelta::run::analysis::{FoundSource, SourceFinder};
+    let tree = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/kernel-src-mini");
+    let options = [("CONFIG_BLK_CGROUP_IOCOST", "n", "y")];
+    let io: &[&[&str]] = &[&[
+        "ioc_rqos_throttle",
+        "__rq_qos_throttle",
+        "blk_mq_submit_bio",
+        "submit_bio_noacct",
+    ]];
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (t, n) = (tree.clone(), asked.clone());
+    let finder = SourceFinder(std::sync::Arc::new(move |_k: [&_; 2]| {
+        n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(Some(FoundSource {
+            root: t.clone(),
+            version: "linux-source-6.1 6.1.192-3".into(),
+            note: Some(
+                "the kernel source read is linux-source-6.1 6.1.192-3, not the captured kernel's"
+                    .into(),
+            ),
+        }))
+    }));
+    let s = cause_scenario_setup(
+        61,
+        &options,
+        io,
+        0.15,
+        AnalysisSetup {
+            find_source: Some(finder),
+            ..Default::default()
+        },
+    );
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let top = &s.attributions[0];
+    assert_eq!(
+        top.cause, "CONFIG_BLK_CGROUP_IOCOST",
+        "{:#?}",
+        s.attributions
+    );
+    assert_eq!(top.source, CauseSource::KernelSource);
+    assert!(
+        s.caveats
+            .iter()
+            .any(|c| c.contains("not the captured kernel's")),
+        "{:?}",
+        s.caveats
+    );
+
+    let failing = SourceFinder(std::sync::Arc::new(|_k: [&_; 2]| {
+        anyhow::bail!("apt-get not found")
+    }));
+    let s = cause_scenario_setup(
+        61,
+        &options,
+        io,
+        0.15,
+        AnalysisSetup {
+            find_source: Some(failing),
+            ..Default::default()
+        },
+    );
+    assert!(s
+        .attributions
+        .iter()
+        .all(|a| a.cause != "CONFIG_BLK_CGROUP_IOCOST"));
+    assert!(
+        s.caveats
+            .iter()
+            .any(|c| c.starts_with("no kernel source") && c.contains("apt-get not found")),
+        "{:?}",
+        s.caveats
+    );
 }
 
 /// Same kernel and config on both sides; what differs is boot and runtime state.

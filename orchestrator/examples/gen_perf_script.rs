@@ -1,7 +1,9 @@
 //! Writes a synthetic but realistic `perf script` capture pair for the analysis
 //! benchmark (bench/analyze.sh): kernel and user frames, stacks 10–40 deep, a few
 //! thousand distinct stacks drawn with a skewed distribution, and on the candidate a
-//! debug-kernel share (KASAN stack recording) on top of the same workload.
+//! debug-kernel share (KASAN stack recording) on top of the same workload. Two
+//! families of kernel functions are module code (`nf_*` in `[nf_tables]`, `bio_*`
+//! in a module printed by its path), as on a distribution kernel.
 //!
 //! usage: gen_perf_script OUT_DIR BASELINE_SAMPLES CANDIDATE_SAMPLES [SEED]
 
@@ -33,12 +35,25 @@ const IDLE: &[&str] = &[
 ];
 
 fn kernel_frame(w: &mut impl Write, rng: &mut SplitMix, f: &str) -> std::io::Result<()> {
-    writeln!(
-        w,
-        "\tffffffff8{:07x} {f}+0x{:x} ([kernel.kallsyms])",
-        rng.below(1 << 24),
-        rng.below(400)
-    )
+    // Some families live in modules, as on a distribution kernel: perf prints a
+    // module without a file found as `[name]`, one with its file by path.
+    let (base, dso) = if f.starts_with("nf_") {
+        ("ffffffffc0", "[nf_tables]")
+    } else if f.starts_with("bio_") {
+        (
+            "ffffffffc0",
+            "/lib/modules/6.1.0-27-amd64/kernel/fs/ext4/ext4.ko",
+        )
+    } else {
+        ("ffffffff8", "[kernel.kallsyms]")
+    };
+    let addr = rng.below(1 << 24);
+    let off = rng.below(400);
+    if base.len() == 10 {
+        writeln!(w, "\t{base}{:06x} {f}+0x{off:x} ({dso})", addr & 0xff_ffff)
+    } else {
+        writeln!(w, "\t{base}{addr:07x} {f}+0x{off:x} ({dso})")
+    }
 }
 
 fn main() -> std::io::Result<()> {

@@ -46,6 +46,9 @@ pub struct Cause {
     pub(crate) context: Vec<(Regex, Regex)>,
     /// Exact function names (name matches and kernel-source mapping).
     names: BTreeSet<String>,
+    /// Kernel modules whose frames belong to the cause, whatever the functions are
+    /// called (the kernel's module map: [`super::kmap`]).
+    modules: BTreeSet<String>,
     /// Every (key, baseline, candidate) behind the cause, primary first.
     hits: Vec<(String, String, String)>,
 }
@@ -73,6 +76,7 @@ impl Cause {
             symbols: None,
             context: vec![],
             names,
+            modules: BTreeSet::new(),
             hits: vec![(c.option.clone(), c.baseline.clone(), c.candidate.clone())],
         }
     }
@@ -93,6 +97,7 @@ impl Cause {
             symbols: None,
             context: vec![],
             names,
+            modules: BTreeSet::new(),
             hits: vec![(r.key.clone(), r.baseline.clone(), r.candidate.clone())],
         }
     }
@@ -122,8 +127,48 @@ impl Cause {
             symbols: None,
             context: vec![],
             names,
+            modules: BTreeSet::new(),
             hits: vec![(key.to_string(), b.to_string(), c.to_string())],
         }
+    }
+
+    /// A cause tied to kernel modules (and, for an option built in on the other
+    /// side, to the same functions by name there). `hits` lists every delta key
+    /// behind it, primary first.
+    pub(crate) fn for_modules(
+        hits: Vec<(String, String, String)>,
+        why: String,
+        source: CauseSource,
+        hot_when: HotWhen,
+        names: BTreeSet<String>,
+        modules: BTreeSet<String>,
+    ) -> Option<Cause> {
+        let (key, b, c) = hits.first()?.clone();
+        let kind = if key.starts_with("CONFIG_") {
+            CauseKind::Kconfig
+        } else {
+            CauseKind::of_key(&key)
+        };
+        Some(Cause {
+            title: if kind == CauseKind::Kconfig {
+                key.trim_start_matches("CONFIG_").to_ascii_lowercase()
+            } else {
+                key.clone()
+            },
+            name: key,
+            kind,
+            baseline: b,
+            candidate: c,
+            related: hits.iter().skip(1).map(|h| h.0.clone()).collect(),
+            why,
+            source,
+            hot_when,
+            symbols: None,
+            context: vec![],
+            names,
+            modules,
+            hits,
+        })
     }
 
     /// Every delta key behind the cause.
@@ -133,6 +178,12 @@ impl Cause {
 
     pub(crate) fn matches_name(&self, f: &str) -> bool {
         self.names.contains(f) || self.symbols.as_ref().is_some_and(|r| r.is_match(f))
+    }
+
+    /// Whether a frame belongs to the cause: by the module perf placed it in, or
+    /// by its name.
+    pub(crate) fn matches_frame(&self, f: &str, module: Option<&str>) -> bool {
+        module.is_some_and(|m| self.modules.contains(m)) || self.matches_name(f)
     }
     /// The side on which this cause's functions should be hotter, if known:
     /// Some(true) = candidate, Some(false) = baseline. Read from the first of the
@@ -222,6 +273,7 @@ pub fn build_causes(
             symbols: glob_set(&e.symbols),
             context,
             names: BTreeSet::new(),
+            modules: BTreeSet::new(),
             hits: hits
                 .iter()
                 .map(|h| (h.0.clone(), h.1.clone(), h.2.clone()))
@@ -326,31 +378,8 @@ pub fn source_map_causes(
         let Some(code) = map.get(&c.option) else {
             continue;
         };
-        let (b_on, c_on) = (
-            is_enabled_value(&c.baseline),
-            is_enabled_value(&c.candidate),
-        );
-        if b_on == c_on {
-            continue; // e.g. a number that changed: no side lacks the code
-        }
-        let (on, off) = if c_on { (cand, base) } else { (base, cand) };
-        let enabled: BTreeSet<String> = code
-            .when_enabled
-            .iter()
-            .filter(|f| seen_only_on(f, on, off))
-            .cloned()
-            .collect();
-        let disabled: BTreeSet<String> = code
-            .when_disabled
-            .iter()
-            .filter(|f| seen_only_on(f, off, on))
-            .cloned()
-            .collect();
-        let hot_when = match (enabled.is_empty(), disabled.is_empty()) {
-            (true, true) => continue,
-            (false, true) => HotWhen::Enabled,
-            (true, false) => HotWhen::Disabled,
-            (false, false) => HotWhen::Either,
+        let Some((names, hot_when)) = source_names(c, code, base, cand) else {
+            continue;
         };
         let files: Vec<&String> = code.files.iter().take(3).collect();
         causes.push(Cause::for_option(
@@ -364,10 +393,47 @@ pub fn source_map_causes(
             ),
             CauseSource::KernelSource,
             hot_when,
-            enabled.into_iter().chain(disabled).collect(),
+            names,
         ));
     }
     causes
+}
+
+/// The functions the source compiles only with one value of an option that run on
+/// the side with that value and not on the other, and which side that predicts.
+pub(crate) fn source_names(
+    c: &ConfigChange,
+    code: &OptionCode,
+    base: &SideCounts,
+    cand: &SideCounts,
+) -> Option<(BTreeSet<String>, HotWhen)> {
+    let (b_on, c_on) = (
+        is_enabled_value(&c.baseline),
+        is_enabled_value(&c.candidate),
+    );
+    if b_on == c_on {
+        return None; // e.g. a number that changed: no side lacks the code
+    }
+    let (on, off) = if c_on { (cand, base) } else { (base, cand) };
+    let enabled: BTreeSet<String> = code
+        .when_enabled
+        .iter()
+        .filter(|f| seen_only_on(f, on, off))
+        .cloned()
+        .collect();
+    let disabled: BTreeSet<String> = code
+        .when_disabled
+        .iter()
+        .filter(|f| seen_only_on(f, off, on))
+        .cloned()
+        .collect();
+    let hot_when = match (enabled.is_empty(), disabled.is_empty()) {
+        (true, true) => return None,
+        (false, true) => HotWhen::Enabled,
+        (true, false) => HotWhen::Disabled,
+        (false, false) => HotWhen::Either,
+    };
+    Some((enabled.into_iter().chain(disabled).collect(), hot_when))
 }
 
 #[cfg(test)]

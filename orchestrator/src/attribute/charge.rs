@@ -27,10 +27,11 @@ impl<'a> Matcher<'a> {
                 ctx.push(Vec::new());
                 continue;
             }
+            let module = p.module_of(id as u32);
             plain.push(
                 causes
                     .iter()
-                    .position(|c| c.matches_name(name))
+                    .position(|c| c.matches_frame(name, module))
                     .map(|i| i as u16),
             );
             let mut rules = Vec::new();

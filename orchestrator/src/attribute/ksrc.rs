@@ -28,6 +28,11 @@ pub struct OptionCode {
     pub when_disabled: BTreeSet<String>,
     /// Where the evidence came from, for the report: `kernel/foo.c (Kbuild)`.
     pub files: BTreeSet<String>,
+    /// Kernel modules built only with the option (`obj-$(CONFIG_X) += foo.o` makes
+    /// module `foo` when X is `m`), as /proc/modules spells them.
+    pub modules: BTreeSet<String>,
+    /// The Makefiles that build them: `net/sched/Makefile`.
+    pub module_makefiles: BTreeSet<String>,
 }
 
 /// Maps each wanted option to the functions that depend on it.
@@ -68,6 +73,12 @@ pub fn map_options(
             continue;
         };
         let dir = mk.parent().unwrap_or(root);
+        for (opt, module) in module_rules(&text, wanted) {
+            let rel = mk.strip_prefix(root).unwrap_or(mk).display().to_string();
+            let e = out.entry(opt).or_default();
+            e.module_makefiles.insert(rel);
+            e.modules.insert(module);
+        }
         for (opt, objs) in kbuild_rules(&text, wanted) {
             for o in objs {
                 if let Some(sub) = o.strip_suffix('/') {
@@ -189,6 +200,33 @@ fn walk(dir: &Path, makefiles: &mut Vec<PathBuf>, sources: &mut Vec<PathBuf>) {
 
 /// `prefix-$(CONFIG_X) += a.o b/` rules for wanted options, with `\` continuations.
 pub fn kbuild_rules(text: &str, wanted: &BTreeSet<String>) -> Vec<(String, Vec<String>)> {
+    prefixed_rules(text, wanted)
+        .into_iter()
+        .map(|(_, opt, objs)| (opt, objs))
+        .collect()
+}
+
+/// The modules an option builds: the objects of its `obj-$(CONFIG_X) += foo.o`
+/// lines (a composite `foo-objs`/`foo-y` is still module `foo`). Folders
+/// (`obj-$(CONFIG_X) += dir/`) are left out: each module inside has its own option.
+pub fn module_rules(text: &str, wanted: &BTreeSet<String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (prefix, opt, objs) in prefixed_rules(text, wanted) {
+        if prefix != "obj" {
+            continue;
+        }
+        for o in objs {
+            if let Some(stem) = o.strip_suffix(".o") {
+                let name = stem.rsplit('/').next().unwrap_or(stem);
+                out.push((opt.clone(), name.replace('-', "_")));
+            }
+        }
+    }
+    out
+}
+
+/// `prefix-$(CONFIG_X) += …` rules as (prefix, option, objects).
+fn prefixed_rules(text: &str, wanted: &BTreeSet<String>) -> Vec<(String, String, Vec<String>)> {
     let joined = text.replace("\\\n", " ");
     let mut out = Vec::new();
     for line in joined.lines() {
@@ -215,7 +253,7 @@ pub fn kbuild_rules(text: &str, wanted: &BTreeSet<String>) -> Vec<(String, Vec<S
             .map(str::to_string)
             .collect::<Vec<_>>();
         if !objs.is_empty() {
-            out.push((opt.to_string(), objs));
+            out.push((prefix.to_string(), opt.to_string(), objs));
         }
     }
     out
@@ -535,6 +573,18 @@ split_name(void)
     fn kbuild_rules_read_continuations_and_skip_flags() {
         let mk = "obj-$(CONFIG_FOO) += foo.o \\\n\tfoo_extra.o\nccflags-$(CONFIG_FOO) += -DX\nobj-$(CONFIG_BAR) += bar/\nobj-y += core.o\n";
         let r = kbuild_rules(mk, &w(&["CONFIG_FOO", "CONFIG_BAR"]));
+        assert_eq!(
+            module_rules(
+                &format!("{mk}obj-$(CONFIG_FOO) += foo-bar.o\nfoo-bar-objs := a.o b.o\nfoo-$(CONFIG_FOO) += part.o\n"),
+                &w(&["CONFIG_FOO", "CONFIG_BAR"])
+            ),
+            vec![
+                ("CONFIG_FOO".to_string(), "foo".to_string()),
+                ("CONFIG_FOO".to_string(), "foo_extra".to_string()),
+                ("CONFIG_FOO".to_string(), "foo_bar".to_string()),
+            ],
+            "modules come from obj- lines only, a folder is none, dashes are underscores"
+        );
         assert_eq!(
             r,
             vec![

@@ -15,7 +15,9 @@
 pub mod cause;
 mod charge;
 pub mod family;
+pub mod gather;
 pub mod kb;
+pub mod kmap;
 pub mod ksrc;
 pub mod reasoning;
 pub mod runtime_match;

@@ -109,11 +109,20 @@ true
 /// The text starts with the marker line, no blank line before it: a file whose first
 /// line is blank makes inferno's collapse-perf (0.12.8) panic, and the blank line the
 /// previous repeat's text ends with already separates the frames.
+///
+/// Symbols come from a copy of /proc/kallsyms (`--kallsyms`): as root without a
+/// vmlinux, perf reads /proc/kcore next to /proc/kallsyms and replaces the module
+/// maps by kcore's, so module functions print as `[kernel.kallsyms]`; from a copy
+/// away from /proc it splits kallsyms by its `[module]` tags and prints
+/// `netem_enqueue+0x14d ([sch_netem])` — the module map the attribution reads
+/// (same symbols either way: checked on a Debian 6.1 guest). A copy whose addresses
+/// are hidden (kptr_restrict: its text symbols at 0) would resolve nothing: then
+/// perf is left to itself.
 pub fn script_script(work: &str, repeat: u32, remote_zstd: bool) -> String {
     let w = quote(work);
     let compress = if remote_zstd { " | zstd -q -c -3" } else { "" };
     format!(
-        "cd {w}\n{{ echo \"# kdelta-repeat: {repeat}\"; perf script -i perf-{repeat}.data --no-inline 2>>perf-script.err || perf script -i perf-{repeat}.data 2>>perf-script.err; echo; }}{compress}\n"
+        "cd {w}\nks=''; if cat /proc/kallsyms > kallsyms 2>/dev/null && grep -m 1 ' [Tt] ' kallsyms | grep -qv '^0*[[:space:]]'; then ks='--kallsyms kallsyms'; fi\n{{ echo \"# kdelta-repeat: {repeat}\"; perf script -i perf-{repeat}.data --no-inline $ks 2>>perf-script.err || perf script -i perf-{repeat}.data $ks 2>>perf-script.err; echo; }}{compress}\n"
     )
 }
 
@@ -169,5 +178,36 @@ mod tests {
         );
         let p = crate::analyze::fold::fold_str(&text);
         assert_eq!((p.repeats, p.samples), (2, 2), "{text:?}");
+    }
+
+    /// Issue 17: perf script reads a copy of /proc/kallsyms, so module functions keep
+    /// their `[module]` (from /proc/kallsyms itself perf takes kcore's maps and
+    /// prints them as `[kernel.kallsyms]`) — unless the copy's addresses are hidden.
+    #[test]
+    fn perf_script_reads_a_copy_of_kallsyms_when_it_has_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("perf");
+        std::fs::write(&fake, "#!/bin/sh\necho \"$@\" > args\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script_script(&dir.path().display().to_string(), 1, false))
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let args = std::fs::read_to_string(dir.path().join("args")).unwrap();
+        let copy = std::fs::read_to_string(dir.path().join("kallsyms")).unwrap_or_default();
+        let visible = copy
+            .lines()
+            .find(|l| l.contains(" T ") || l.contains(" t "))
+            .is_some_and(|l| !l.starts_with("0000000000000000"));
+        assert_eq!(args.contains("--kallsyms kallsyms"), visible, "{args}");
     }
 }

@@ -109,18 +109,22 @@ struct AnalysisArgs {
     /// Attribution knowledge base (default: the built-in configs/attribution.yaml).
     #[arg(long, value_name = "FILE")]
     kb: Option<PathBuf>,
-    /// A kernel source tree (e.g. an unpacked linux-source-X): config options without a
-    /// knowledge-base entry are tied to the functions that `obj-$(CONFIG_X)` and
-    /// `#ifdef CONFIG_X` compile only with them.
-    #[arg(long, value_name = "DIR")]
-    kernel_src: Option<PathBuf>,
+    /// A kernel source tree: options without a knowledge-base entry are tied to what
+    /// `obj-$(CONFIG_X)` and `#ifdef CONFIG_X` build only with them. `auto` (default):
+    /// a Debian kernel's linux-source-X.Y, fetched with apt once when such an option
+    /// differs, cached in ~/.cache/kdelta/sources; `none`: no source.
+    #[arg(long, value_name = "DIR|auto|none")]
+    kernel_src: Option<String>,
 }
 
 impl AnalysisArgs {
-    fn setup(self) -> AnalysisSetup {
+    fn setup(self, quiet: bool) -> AnalysisSetup {
+        let (kernel_src, find_source) =
+            crate::run::ksource::from_flag(self.kernel_src.as_deref(), quiet);
         AnalysisSetup {
             kb: self.kb,
-            kernel_src: self.kernel_src,
+            kernel_src,
+            find_source,
             ..Default::default()
         }
     }
@@ -361,7 +365,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     let opts = |out: PathBuf, analysis: AnalysisArgs, gate: Option<GateOptions>| RunOptions {
         out,
         quiet: cli.quiet,
-        analysis: analysis.setup(),
+        analysis: analysis.setup(cli.quiet),
         command_line: argv.clone(),
         gate,
         toggle: None,
@@ -415,7 +419,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 candidate,
                 out: dir,
             },
-            analysis.setup(),
+            analysis.setup(cli.quiet),
             format,
             &argv,
             &publish.setup(),

@@ -662,6 +662,9 @@ pub enum CauseSource {
     KernelSource,
     /// The only difference captured, with functions on one side only.
     Elimination,
+    /// The kernel's own maps: the module perf placed a function in (the
+    /// `[module]` tags of /proc/kallsyms), and the modules Kbuild builds for an option.
+    KernelMap,
 }
 
 impl CauseSource {
@@ -671,6 +674,7 @@ impl CauseSource {
             CauseSource::NameMatch => "name-match",
             CauseSource::KernelSource => "kernel-source",
             CauseSource::Elimination => "elimination",
+            CauseSource::KernelMap => "kernel-map",
         }
     }
 }

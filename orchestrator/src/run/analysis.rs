@@ -13,15 +13,16 @@ use crate::analyze::functions::{function_deltas, side_counts, SideCounts};
 use crate::analyze::metrics::metric_deltas;
 use crate::analyze::runtime::runtime_delta;
 use crate::analyze::side::{load_capture, side_summary, Capture};
-use crate::attribute::{self, cause, ksrc, reasoning, AttributeOptions, Cause, KnowledgeBase};
+use crate::attribute::gather::{self, CauseInputs};
+use crate::attribute::{self, ksrc, reasoning, AttributeOptions, KnowledgeBase};
 use crate::format::pct;
 use crate::gate::decision::{self, CpuEvidence};
 use crate::gate::verdict::{verdict, VerdictInput};
 use crate::kconfig;
 use crate::model::{
-    Assessment, Attribution, Confidence, ConfigChange, ConfigChangeKind, ConfigDeltaCounts,
-    DecisionStatus, HostsRecord, KeyKind, MetricDecision, MetricDelta, PhaseStatus, ProviderKind,
-    Role, RunRecord, RuntimeChange, SideSummary, Summary, Verdict,
+    Assessment, Attribution, Confidence, ConfigChange, ConfigDeltaCounts, DecisionStatus,
+    HostsRecord, KeyKind, MetricDecision, MetricDelta, PhaseStatus, ProviderKind, Role, RunRecord,
+    RuntimeChange, SideSummary, Summary, Verdict,
 };
 use crate::rundir::RunDir;
 
@@ -33,6 +34,9 @@ pub struct AnalysisSetup {
     pub kb: Option<PathBuf>,
     /// Kernel source tree for mapping options to functions.
     pub kernel_src: Option<PathBuf>,
+    /// Without `kernel_src`: how to find the captured kernel's source when an
+    /// option needs one (`--kernel-src auto`, the CLI's default). None: no source.
+    pub find_source: Option<SourceFinder>,
     /// The limit of each metric that has a gate rule; the others get
     /// [`decision::DEFAULT_LIMIT`]. For a run directory, read from its playbook
     /// when not given.
@@ -40,6 +44,59 @@ pub struct AnalysisSetup {
     /// How many times the data were looked at to decide when to stop (adaptive
     /// repeats): each look is tested at α / looks. 1 for a fixed number of repeats.
     pub looks: u32,
+}
+
+/// What is known of a captured kernel, to find its source.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelIdentity {
+    /// `uname -r`: `6.1.0-27-amd64`.
+    pub release: Option<String>,
+    /// `/proc/version`, with the distribution's package version
+    /// (`… #1 SMP PREEMPT_DYNAMIC Debian 6.1.115-1 (2024-11-01)`).
+    pub proc_version: Option<String>,
+}
+
+impl KernelIdentity {
+    pub fn of(c: &Capture) -> KernelIdentity {
+        let f = c.facts.as_ref();
+        KernelIdentity {
+            release: f.and_then(|f| f.kernel.clone()),
+            proc_version: f
+                .and_then(|f| f.extra.get("proc_version"))
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        }
+    }
+}
+
+/// A kernel source found for the captured kernels.
+#[derive(Clone, Debug)]
+pub struct FoundSource {
+    /// The tree's top folder (holds `Makefile`, `kernel/`, `net/`).
+    pub root: PathBuf,
+    /// What it is, for the caveats: `linux-source-6.1 6.1.115-1`.
+    pub version: String,
+    /// A caveat to add: the source is another version than the kernel's, or than
+    /// one side's.
+    pub note: Option<String>,
+}
+
+/// Finds (and fetches, caches) the source of the captured kernels (baseline,
+/// candidate): Ok(None) when it does not know their distribution, an error when it
+/// tried and failed.
+/// Kept out of the analysis proper, which touches files only: the CLI gives
+/// [`crate::run::ksource::debian`]; the library's default is none, so tests and
+/// fixtures are never slowed or made network-dependent by surprise.
+#[derive(Clone)]
+pub struct SourceFinder(pub std::sync::Arc<FindSource>);
+
+/// See [`SourceFinder`].
+pub type FindSource = dyn Fn([&KernelIdentity; 2]) -> Result<Option<FoundSource>> + Send + Sync;
+
+impl std::fmt::Debug for SourceFinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceFinder")
+    }
 }
 
 /// The analysis's settings, loaded.
@@ -52,6 +109,7 @@ pub struct Analyzer {
     /// Functions kept in the summary's table. Default 300.
     pub max_functions: usize,
     pub kernel_src: Option<PathBuf>,
+    pub find_source: Option<SourceFinder>,
     pub fold: FoldOptions,
 }
 
@@ -68,6 +126,7 @@ impl AnalysisSetup {
             attribute: AttributeOptions::default(),
             max_functions: 300,
             kernel_src: self.kernel_src.clone(),
+            find_source: self.find_source.clone(),
             fold: FoldOptions::default(),
         })
     }
@@ -166,19 +225,7 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
     for c in [base, cand] {
         side_notes(c, &mut caveats, &mut warnings)?;
     }
-    if base.profile.event != cand.profile.event {
-        caveats.push(format!(
-            "the two profiles sample different events ({} vs {}): shares compare, absolute counts do not",
-            base.profile.event, cand.profile.event
-        ));
-    }
-    if base.profile.weighted_by != cand.profile.weighted_by {
-        caveats.push(format!(
-            "the profiles are weighted differently (by {} vs by {}): one side's headers have no sample periods",
-            base.profile.weighted_by.as_str(),
-            cand.profile.weighted_by.as_str()
-        ));
-    }
+    caveats.extend(profile_notes(base, cand));
     let (config_delta, config_counts) = config_delta(base, cand, &mut caveats);
     let runtime_delta = runtime_changes(base, cand, &mut caveats);
     let mut metrics = metric_deltas(base.metrics.as_ref(), cand.metrics.as_ref());
@@ -193,7 +240,13 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
     }
     let (sb, sc, renamed) = counted_sides(base, cand, &mut caveats);
     let (functions, profile_shift) = function_deltas(&sb, &sc, a.max_functions.max(1));
-    let causes = causes(base, cand, a, &config_delta, &runtime_delta, [&sb, &sc])?;
+    let causes = causes(
+        [base, cand],
+        a,
+        (&config_delta, &runtime_delta),
+        [&sb, &sc],
+        &mut caveats,
+    )?;
 
     let worse = metrics.iter().any(|m| m.assessment == Assessment::Worse);
     let better = metrics.iter().any(|m| m.assessment == Assessment::Better);
@@ -275,6 +328,25 @@ pub fn summarize(base: &Capture, cand: &Capture, a: &Analyzer) -> Result<Summary
         history: vec![],
         proof: None,
     })
+}
+
+/// The two profiles measure differently: another event, another weighting.
+fn profile_notes(base: &Capture, cand: &Capture) -> Vec<String> {
+    let mut out = Vec::new();
+    if base.profile.event != cand.profile.event {
+        out.push(format!(
+            "the two profiles sample different events ({} vs {}): shares compare, absolute counts do not",
+            base.profile.event, cand.profile.event
+        ));
+    }
+    if base.profile.weighted_by != cand.profile.weighted_by {
+        out.push(format!(
+            "the profiles are weighted differently (by {} vs by {}): one side's headers have no sample periods",
+            base.profile.weighted_by.as_str(),
+            cand.profile.weighted_by.as_str()
+        ));
+    }
+    out
 }
 
 /// Each side's function counts, the candidate's renamed functions under the
@@ -497,63 +569,73 @@ fn runtime_changes(
     delta
 }
 
-/// Causes: knowledge base first, then the kernel-source mapping and name matches
-/// for options the knowledge base does not cover.
+/// Every cause of the two sides' deltas ([`gather`]), with the kernel source's
+/// mapping when an option needs one.
 fn causes(
+    [base, cand]: [&Capture; 2],
+    a: &Analyzer,
+    (config_delta, runtime_delta): (&[ConfigChange], &[RuntimeChange]),
+    counts: [&SideCounts; 2],
+    caveats: &mut Vec<String>,
+) -> Result<Vec<attribute::Cause>> {
+    let wanted = gather::wanted_options(&a.kb, config_delta);
+    let source_map = source_map(base, cand, a, &wanted, caveats)?;
+    Ok(gather::gather(&CauseInputs {
+        kb: &a.kb,
+        config_delta,
+        runtime_delta,
+        profiles: [&base.profile, &cand.profile],
+        counts,
+        source_map: source_map.as_ref(),
+    }))
+}
+
+/// The kernel source's mapping of the wanted options: from `--kernel-src DIR`, or
+/// from the source the setup's finder fetches for the captured kernel (said in a
+/// caveat when it is not exactly that kernel's, or could not be had). None when no
+/// option needs one.
+fn source_map(
     base: &Capture,
     cand: &Capture,
     a: &Analyzer,
-    config_delta: &[ConfigChange],
-    runtime_delta: &[RuntimeChange],
-    [sb, sc]: [&SideCounts; 2],
-) -> Result<Vec<Cause>> {
-    // Options of one kernel only are version effects: listed apart, never blamed
-    // as a knob (they change with everything else between the two versions).
-    let knobs: Vec<ConfigChange> = config_delta
-        .iter()
-        .filter(|c| c.kind != ConfigChangeKind::OneKernelOnly)
-        .cloned()
-        .collect();
-    let config_delta = knobs.as_slice();
-    let mut causes = cause::build_causes(&a.kb, config_delta, runtime_delta);
-    let mut covered = a.kb.covered_options();
-    if let Some(src) = &a.kernel_src {
-        let wanted: BTreeSet<String> = config_delta
-            .iter()
-            .filter(|c| !covered.contains(&c.option))
-            .map(|c| c.option.clone())
-            .collect();
-        let machine = cand
-            .config
-            .as_ref()
-            .and_then(|c| c.arch())
-            .or_else(|| base.config.as_ref().and_then(|c| c.arch()))
-            .unwrap_or(std::env::consts::ARCH);
-        let map = ksrc::map_options(src, &wanted, ksrc::arch_dir(machine))?;
-        let mapped = cause::source_map_causes(config_delta, &covered, &map, sb, sc);
-        covered.extend(mapped.iter().map(|c| c.name.clone()));
-        causes.extend(mapped);
-    }
-    causes.extend(cause::name_match_causes(config_delta, &covered, sb, sc));
-    let covered_keys: BTreeSet<String> = causes
-        .iter()
-        .flat_map(|c| c.keys())
-        .map(str::to_string)
-        .collect();
-    causes.extend(attribute::runtime_match::runtime_name_causes(
-        runtime_delta,
-        &covered_keys,
-        sb,
-        sc,
-    ));
-    causes.extend(reasoning::only_difference(
-        config_delta,
-        runtime_delta,
-        &causes,
-        sb,
-        sc,
-    ));
-    Ok(causes)
+    wanted: &BTreeSet<String>,
+    caveats: &mut Vec<String>,
+) -> Result<Option<BTreeMap<String, ksrc::OptionCode>>> {
+    let machine = cand
+        .config
+        .as_ref()
+        .and_then(|c| c.arch())
+        .or_else(|| base.config.as_ref().and_then(|c| c.arch()))
+        .unwrap_or(std::env::consts::ARCH);
+    let root = match (&a.kernel_src, &a.find_source) {
+        // Read even when no option needs it: a wrong folder is said at once.
+        (Some(dir), _) => dir.clone(),
+        (None, _) if wanted.is_empty() => return Ok(None),
+        (None, Some(find)) => {
+            let (b, c) = (KernelIdentity::of(base), KernelIdentity::of(cand));
+            match (find.0)([&b, &c]) {
+                Ok(Some(found)) => {
+                    caveats.extend(found.note.clone());
+                    found.root
+                }
+                Ok(None) => return Ok(None),
+                Err(e) => {
+                    caveats.push(format!(
+                        "no kernel source for {} ({e:#}): {} differing options without a knowledge-base entry were matched by name only (pass --kernel-src DIR)",
+                        c.release.as_deref().unwrap_or("the candidate's kernel"),
+                        wanted.len()
+                    ));
+                    return Ok(None);
+                }
+            }
+        }
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(ksrc::map_options(
+        &root,
+        wanted,
+        ksrc::arch_dir(machine),
+    )?))
 }
 
 /// Writes the report of an analysis into a run directory (or `--out`): once.

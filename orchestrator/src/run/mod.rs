@@ -19,6 +19,7 @@ pub mod analysis;
 pub mod check;
 pub mod gate;
 pub mod history;
+pub mod ksource;
 mod pipeline;
 mod repeat;
 pub mod resume;

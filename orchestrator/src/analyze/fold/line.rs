@@ -81,8 +81,18 @@ pub(super) fn looks_like_frame(line: &[u8]) -> bool {
     hex_len >= 1 && line.get(hex_len) == Some(&b' ') && line.last() == Some(&b')')
 }
 
-/// Splits `addr sym+off (dso)` into the function name and its kind.
-pub(super) fn parse_frame(line: &[u8]) -> Option<(&[u8], FrameKind)> {
+/// One frame line read: the function's name, its kind, and the kernel module perf
+/// placed it in (empty for vmlinux, user code and unknown objects).
+pub(super) struct Frame<'a> {
+    pub name: &'a [u8],
+    pub kind: FrameKind,
+    /// As printed: `nf_tables` from `[nf_tables]`, `cls_u32` from
+    /// `/lib/modules/…/cls_u32.ko.xz` (dashes not yet made underscores).
+    pub module: &'a [u8],
+}
+
+/// Splits `addr sym+off (dso)` into the function name, its kind and its module.
+pub(super) fn parse_frame(line: &[u8]) -> Option<Frame<'_>> {
     let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if hex_len == 0 {
         return None;
@@ -104,12 +114,17 @@ pub(super) fn parse_frame(line: &[u8]) -> Option<(&[u8], FrameKind)> {
     // An `[unknown]` object at a kernel address (x86-64/arm64 kernel space is the
     // top half: 16 hex digits from 0xffff…) is kernel code whose symbol perf lacked.
     let kernel_addr = hex_len == 16 && line.starts_with(b"ffff");
+    // vmlinux first: most kernel frames are its, and they are in no module.
+    let module = if dso.starts_with(b"[kernel") {
+        &dso[..0]
+    } else {
+        module_name(dso, kernel_addr)
+    };
     let kind = if dso.starts_with(b"[kernel")
+        || !module.is_empty()
         || (dso == b"[unknown]" && kernel_addr)
-        || dso.ends_with(b".ko")
-        // A module perf found no file for prints as `([nf_tables])`.
+        // Other bracketed objects at kernel addresses: ftrace and kprobe trampolines.
         || (kernel_addr && dso.starts_with(b"[") && dso.ends_with(b"]"))
-        || [b".ko.xz".as_slice(), b".ko.zst", b".ko.gz"].iter().any(|x| dso.ends_with(x))
         || dso.ends_with(b"vmlinux")
         || dso.starts_with(b"bpf_prog_")
         || dso.starts_with(b"[bpf")
@@ -126,17 +141,51 @@ pub(super) fn parse_frame(line: &[u8]) -> Option<(&[u8], FrameKind)> {
             Some(i) => &dso[i + 1..],
             None => dso,
         };
-        return Some((
-            if base.is_empty() || base == b"[unknown]" {
-                b"[unknown]"
-            } else {
-                // The caller interns this slice; bracketing happens in display.
-                base
-            },
-            kind,
-        ));
+        let name: &[u8] = if base.is_empty() || base == b"[unknown]" {
+            b"[unknown]"
+        } else {
+            // The caller interns this slice; bracketing happens in display.
+            base
+        };
+        return Some(Frame { name, kind, module });
     }
-    Some((sym, kind))
+    Some(Frame {
+        name: sym,
+        kind,
+        module,
+    })
+}
+
+/// The kernel module an object names: a module file (`…/sch_netem.ko`, `.ko.xz`,
+/// `.ko.zst`, `.ko.gz`) or, at a kernel address, a bracketed module name perf found
+/// no file for (`[nf_tables]`). Not modules: `[vsyscall]`, BPF programs, and the
+/// ftrace/kprobe trampolines (`[__builtin__ftrace]`).
+pub(super) fn module_name(dso: &[u8], kernel_addr: bool) -> &[u8] {
+    // Suffix tests, not a substring search: this runs for every user frame too.
+    for ext in [b".ko".as_slice(), b".ko.xz", b".ko.zst", b".ko.gz"] {
+        if let Some(path) = dso.strip_suffix(ext) {
+            let start = memchr::memrchr(b'/', path).map_or(0, |s| s + 1);
+            return &path[start..];
+        }
+    }
+    if !kernel_addr || dso.len() < 3 || dso[0] != b'[' || dso[dso.len() - 1] != b']' {
+        return &dso[..0];
+    }
+    let inner = &dso[1..dso.len() - 1];
+    let plain = inner
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let not_module = matches!(
+        inner,
+        b"unknown" | b"vsyscall" | b"vdso" | b"vectors" | b"bpf" | b"heap" | b"stack"
+    ) || inner.starts_with(b"bpf_prog")
+        || inner.starts_with(b"bpf_trampoline")
+        || inner.starts_with(b"__builtin");
+    if plain && !not_module {
+        inner
+    } else {
+        &dso[..0]
+    }
 }
 
 /// `tcp_ack+0x1f` → `tcp_ack`. Leaves `+` inside C++ names (`operator+`) alone.

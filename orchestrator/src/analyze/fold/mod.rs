@@ -45,12 +45,31 @@ pub enum FrameKind {
     Comm,
 }
 
+/// Which kernel module perf placed a frame's function in: kdelta's copy of the
+/// `[module]` tags of /proc/kallsyms, as `perf script` prints them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Membership {
+    /// vmlinux, user code, or an object that is no module.
+    #[default]
+    None,
+    /// An index into [`Profile::modules`].
+    Module(u16),
+    /// The name was met in two places (two modules, or vmlinux and a module): its
+    /// frames were merged by name, so it belongs to no one module for sure.
+    Several,
+}
+
 /// One folded capture.
 #[derive(Debug, Default)]
 pub struct Profile {
     /// Interned function names, indexed by frame id.
     pub names: Vec<String>,
     pub kinds: Vec<FrameKind>,
+    /// Per frame id: the kernel module its frames named.
+    pub membership: Vec<Membership>,
+    /// The modules frames were placed in, sorted, as /proc/modules spells them
+    /// (`snd-hda-intel.ko` is `snd_hda_intel`).
+    pub modules: Vec<String>,
     /// Unique stacks of the dominant event: frame ids leaf first, the comm frame last.
     pub stacks: Vec<Stack>,
     /// Name of the event the stacks are of (the most sampled one).
@@ -86,6 +105,14 @@ pub struct Stack {
 }
 
 impl Profile {
+    /// The kernel module of a frame, when all its frames named the same one.
+    pub fn module_of(&self, id: u32) -> Option<&str> {
+        match self.membership.get(id as usize)? {
+            Membership::Module(m) => self.modules.get(*m as usize).map(String::as_str),
+            _ => None,
+        }
+    }
+
     pub fn busy_samples(&self) -> u64 {
         self.samples - self.idle_samples
     }
@@ -570,6 +597,71 @@ swapper     0 [000] 12345.680: 10101010 cpu-clock:pppH:
         assert_eq!(kind("nft_do_chain"), FrameKind::Kernel);
         assert_eq!(kind("u32_classify"), FrameKind::Kernel);
         assert_eq!(kind("__libc_recv"), FrameKind::User);
+    }
+
+    /// Issue 17: each function keeps the module its frames name, whatever it is
+    /// called; a name met in two places belongs to neither for sure.
+    #[test]
+    fn module_membership_is_kept_per_function() {
+        let sample = |frames: &[(&str, &str)]| {
+            let mut t = String::from("iperf3 100 [000] 1.000000: 1 cpu-clock: \n");
+            for (sym, dso) in frames {
+                let addr = if dso.contains("kallsyms") {
+                    "ffffffff81000000"
+                } else {
+                    "ffffffffc0a1b000"
+                };
+                t.push_str(&format!("\t{addr} {sym}+0x10 ({dso})\n"));
+            }
+            t.push('\n');
+            t
+        };
+        let netem = "/lib/modules/6.1.0-27-amd64/kernel/net/sched/sch_netem.ko";
+        let mut text = String::new();
+        for _ in 0..20 {
+            text.push_str(&sample(&[
+                ("_raw_spin_lock", "[kernel.kallsyms]"),
+                ("netem_enqueue", netem),
+                ("u32_classify", "[cls_u32]"),
+                ("[unknown]", "[snd-hda-intel]"),
+                ("dup_name", "[mod_a]"),
+                ("tcp_v4_rcv", "[kernel.kallsyms]"),
+            ]));
+            text.push_str(&sample(&[
+                ("dup_name", "[mod_b]"),
+                ("both", "[kernel.kallsyms]"),
+                ("__vsyscall", "[vsyscall]"),
+            ]));
+            text.push_str(&sample(&[("both", "[mod_a]")]));
+        }
+        let one = fold_str(&text);
+        let many = fold_reader(
+            text.as_bytes(),
+            "x",
+            &FoldOptions {
+                threads: 3,
+                block_size: 64,
+                max_warnings: 5,
+            },
+        )
+        .unwrap();
+        for p in [&one, &many] {
+            let module = |n: &str| {
+                let id = p.names.iter().position(|x| x == n).expect(n);
+                p.module_of(id as u32)
+            };
+            assert_eq!(module("netem_enqueue"), Some("sch_netem"));
+            assert_eq!(module("u32_classify"), Some("cls_u32"));
+            assert_eq!(module("[snd-hda-intel]"), Some("snd_hda_intel"));
+            assert_eq!(module("_raw_spin_lock"), None);
+            assert_eq!(module("dup_name"), None, "two modules");
+            assert_eq!(module("both"), None, "vmlinux and a module");
+            assert_eq!(module("__vsyscall"), None);
+            assert_eq!(
+                p.modules,
+                ["cls_u32", "mod_a", "mod_b", "sch_netem", "snd_hda_intel"]
+            );
+        }
     }
 
     #[test]

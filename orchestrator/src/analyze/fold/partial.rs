@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 use super::idle::{classify, is_idle};
 use super::line::*;
 use super::reader::{parse_marker, Block};
-use super::{FrameKind, Profile, Stack, Weighting};
+use super::{FrameKind, Membership, Profile, Stack, Weighting};
 
 /// The fold of some blocks, with its own interner.
 #[derive(Default)]
@@ -18,6 +18,10 @@ pub(super) struct Partial {
     names: Vec<Box<[u8]>>,
     kinds: Vec<FrameKind>,
     classes: Vec<u8>,
+    /// Per frame id: the module its frames named (an index into `modules`).
+    membership: Vec<Membership>,
+    /// Module names as /proc/modules spells them (dashes made underscores).
+    modules: Vec<Box<[u8]>>,
     events: Vec<Box<[u8]>>,
     /// Key: [header, frames…] where header = repeat << 9 | event << 1 | idle.
     /// Value: (samples, period sum, sum of squared periods).
@@ -44,27 +48,73 @@ struct Current {
 }
 
 impl Partial {
-    fn intern(&mut self, name: &[u8], kind: FrameKind) -> u32 {
+    fn intern(&mut self, f: &Frame<'_>) -> u32 {
         // Comm frames live in their own namespace too, so a process called like a
         // function never merges with it.
-        let slot = match kind {
+        let slot = match f.kind {
             FrameKind::User => 0,
             FrameKind::Kernel => 1,
             FrameKind::Comm => 2,
         };
-        if let Some(&id) = self.intern[slot].get(name) {
+        if let Some(&id) = self.intern[slot].get(f.name) {
+            self.note_module(id, f.module);
             return id;
         }
         let id = self.names.len() as u32;
-        self.names.push(name.into());
-        self.kinds.push(kind);
-        self.classes.push(if kind == FrameKind::Kernel {
-            classify(&String::from_utf8_lossy(name))
+        self.names.push(f.name.into());
+        self.kinds.push(f.kind);
+        self.classes.push(if f.kind == FrameKind::Kernel {
+            classify(&String::from_utf8_lossy(f.name))
         } else {
             0
         });
-        self.intern[slot].insert(name.into(), id);
+        let m = if f.module.is_empty() {
+            Membership::None
+        } else {
+            Membership::Module(self.module_id(f.module))
+        };
+        self.membership.push(m);
+        self.intern[slot].insert(f.name.into(), id);
         id
+    }
+
+    /// Keeps a frame's module as its first frame named it; a name met in two
+    /// places (two modules, or vmlinux and a module) belongs to neither for sure.
+    /// Costs one comparison per frame: most frames are vmlinux's (None, None).
+    fn note_module(&mut self, id: u32, module: &[u8]) {
+        let Some(&cur) = self.membership.get(id as usize) else {
+            return;
+        };
+        let same = match cur {
+            Membership::Several => return,
+            Membership::None => module.is_empty(),
+            Membership::Module(m) => {
+                !module.is_empty()
+                    && (self.modules.get(m as usize).is_some_and(|n| **n == *module)
+                        || self.module_id(module) == m)
+            }
+        };
+        if !same {
+            self.membership[id as usize] = Membership::Several;
+        }
+    }
+
+    /// The index of a module's name (dashes made underscores, as /proc/modules and
+    /// facts.json spell it: `snd-hda-intel.ko` is module `snd_hda_intel`).
+    fn module_id(&mut self, raw: &[u8]) -> u16 {
+        let name: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'-' { b'_' } else { b })
+            .collect();
+        if let Some(i) = self.modules.iter().position(|m| **m == *name) {
+            return i as u16;
+        }
+        // More modules than u16 holds would be a broken input: share the last slot.
+        let i = self.modules.len().min(u16::MAX as usize - 1);
+        if i == self.modules.len() {
+            self.modules.push(name.into());
+        }
+        i as u16
     }
 
     fn event_id(&mut self, ev: &[u8]) -> u32 {
@@ -134,8 +184,8 @@ impl Partial {
                     // Indented frame line; single-line headers are indented by
                     // `perf script` too (`           false 39654 …`): tell them apart.
                     if cur.is_some() {
-                        if let Some((name, kind)) = parse_frame(trimmed) {
-                            let id = self.intern(name, kind);
+                        if let Some(f) = parse_frame(trimmed) {
+                            let id = self.intern(&f);
                             if let Some(c) = cur.as_mut() {
                                 c.frames.push(id);
                             }
@@ -155,8 +205,8 @@ impl Partial {
                 Some(_) => {
                     // Old perf printed frames unindented right below the header.
                     if cur.as_ref().is_some_and(|c| c.header_ok) && looks_like_frame(line) {
-                        if let Some((name, kind)) = parse_frame(line) {
-                            let id = self.intern(name, kind);
+                        if let Some(f) = parse_frame(line) {
+                            let id = self.intern(&f);
                             if let Some(c) = cur.as_mut() {
                                 c.frames.push(id);
                             }
@@ -215,7 +265,11 @@ impl Partial {
         }
         let ev = normalize_event(&ev_tok[..ev_tok.len() - 1]);
         let event = self.event_id(ev);
-        let comm = self.intern(comm, FrameKind::Comm);
+        let comm = self.intern(&Frame {
+            name: comm,
+            kind: FrameKind::Comm,
+            module: &[],
+        });
         let mut c = Current {
             header_ok: true,
             period,
@@ -227,8 +281,8 @@ impl Partial {
         // the event token as printed (`cycles:u:`), not its normalized name (`cycles`).
         let rest = trim_start(&line[ev_pos + ev_tok.len()..]);
         if !rest.is_empty() {
-            if let Some((name, kind)) = parse_frame(rest) {
-                let id = self.intern(name, kind);
+            if let Some(f) = parse_frame(rest) {
+                let id = self.intern(&f);
                 c.frames.push(id);
             }
         }
@@ -276,24 +330,13 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
     let mut warnings = Vec::new();
     let mut dropped: Vec<u64> = Vec::new();
     let mut without_period = 0u64;
-    for part in parts {
+    let mut modules: Vec<Box<[u8]>> = Vec::new();
+    for mut part in parts {
         malformed += part.malformed;
         without_period += part.without_period;
-        warnings.extend(part.warnings);
+        warnings.extend(std::mem::take(&mut part.warnings));
         p.repeats = p.repeats.max(part.max_repeat);
-        let remap: Vec<u32> = part
-            .names
-            .iter()
-            .zip(&part.kinds)
-            .map(|(n, &k)| {
-                let next = p.names.len() as u32;
-                *intern.entry((n.clone(), k)).or_insert_with(|| {
-                    p.names.push(String::from_utf8_lossy(n).into_owned());
-                    p.kinds.push(k);
-                    next
-                })
-            })
-            .collect();
+        let remap = remap_frames(&part, &mut p, &mut intern, &mut modules);
         let ev_map: Vec<u32> = part
             .events
             .iter()
@@ -381,8 +424,81 @@ pub(super) fn merge(parts: Vec<Partial>, max_warn: usize) -> Profile {
             });
         }
     }
+    set_modules(&mut p, modules);
     sort_stacks(&mut p);
     p
+}
+
+/// A worker's frame ids in the merged profile, interning what is new there; a
+/// frame two workers saw in different places belongs to no module for sure (as
+/// `note_module` decides within one worker).
+fn remap_frames(
+    part: &Partial,
+    p: &mut Profile,
+    intern: &mut FxHashMap<(Box<[u8]>, FrameKind), u32>,
+    modules: &mut Vec<Box<[u8]>>,
+) -> Vec<u32> {
+    let module_map: Vec<u16> = part
+        .modules
+        .iter()
+        .map(|m| module_index(modules, m))
+        .collect();
+    part.names
+        .iter()
+        .zip(&part.kinds)
+        .zip(&part.membership)
+        .map(|((n, &k), &m)| {
+            let m = match m {
+                Membership::Module(i) => module_map
+                    .get(i as usize)
+                    .map_or(Membership::Several, |&g| Membership::Module(g)),
+                other => other,
+            };
+            let next = p.names.len() as u32;
+            let id = *intern.entry((n.clone(), k)).or_insert_with(|| {
+                p.names.push(String::from_utf8_lossy(n).into_owned());
+                p.kinds.push(k);
+                p.membership.push(m);
+                next
+            });
+            if p.membership[id as usize] != m {
+                p.membership[id as usize] = Membership::Several;
+            }
+            id
+        })
+        .collect()
+}
+
+fn module_index(modules: &mut Vec<Box<[u8]>>, m: &[u8]) -> u16 {
+    match modules.iter().position(|x| **x == *m) {
+        Some(i) => i as u16,
+        None => {
+            modules.push(m.into());
+            (modules.len() - 1) as u16
+        }
+    }
+}
+
+/// The module names, sorted (their order of discovery depends on the workers),
+/// and each frame's membership pointing into them.
+fn set_modules(p: &mut Profile, found: Vec<Box<[u8]>>) {
+    let mut order: Vec<usize> = (0..found.len()).collect();
+    order.sort_by(|&a, &b| found[a].cmp(&found[b]));
+    let mut new_index = vec![0u16; found.len()];
+    for (new, &old) in order.iter().enumerate() {
+        new_index[old] = new as u16;
+    }
+    p.modules = order
+        .iter()
+        .map(|&i| String::from_utf8_lossy(&found[i]).into_owned())
+        .collect();
+    for m in &mut p.membership {
+        if let Membership::Module(i) = m {
+            *m = new_index
+                .get(*i as usize)
+                .map_or(Membership::Several, |&n| Membership::Module(n));
+        }
+    }
 }
 
 /// Adds `n` at `i`, growing `v` as needed.
