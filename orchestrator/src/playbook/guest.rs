@@ -273,7 +273,8 @@ mod tests {
                 "rootfs.packages",
             ),
             (
-                "{ provider: qemu, kernel: { source: linux-source-6.1 }, modules: [x] }".to_string(),
+                "{ provider: qemu, kernel: { source: linux-source-6.1 }, modules: [x] }"
+                    .to_string(),
                 "taken from a kernel package",
             ),
             (
