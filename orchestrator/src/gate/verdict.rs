@@ -4,6 +4,7 @@
 //! *unknown* inconclusive. The headline names what decided it, with the numbers the
 //! metric table shows. Without workload metrics the profile decides. Pure.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::format::pct;
@@ -35,13 +36,33 @@ fn reason(m: &MetricDelta) -> &str {
     m.decision.as_ref().map_or("", |d| d.reason.as_str())
 }
 
+/// Which of several changed metrics leads the headline: one its own test decided
+/// before one the CPU evidence carried, then the largest change as a log ratio.
+/// Relative changes are not comparable across metrics: a share going 0.09 → 0.84 is
+/// +829 % while a bitrate falling 19-fold is only −95 % (seen on the RTMP playbook,
+/// whose headline led with frames lost instead of the bitrate the gate watches);
+/// as log ratios they are 2.2 and 2.9.
+fn lead_key(m: &MetricDelta) -> (bool, f64) {
+    let own_test = m
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.decided_by == DecidedBy::Metric);
+    let size = if m.baseline > 0.0 && m.candidate > 0.0 {
+        (m.candidate / m.baseline).ln().abs()
+    } else {
+        m.change.abs()
+    };
+    (own_test, if size.is_finite() { size } else { 0.0 })
+}
+
 /// The verdict and its headline.
 pub fn verdict(v: &VerdictInput) -> (VerdictStatus, String) {
     let largest = |s: DecisionStatus| {
-        v.metrics
-            .iter()
-            .filter(|m| status(m) == s)
-            .max_by(|x, y| x.change.abs().total_cmp(&y.change.abs()))
+        v.metrics.iter().filter(|m| status(m) == s).max_by(|x, y| {
+            lead_key(x)
+                .partial_cmp(&lead_key(y))
+                .unwrap_or(Ordering::Equal)
+        })
     };
     if let Some(m) = largest(DecisionStatus::Regression) {
         return changed(v, m, VerdictStatus::Regression);
@@ -198,5 +219,70 @@ fn top_unexplained(v: &VerdictInput) -> String {
                 .map(|f| format!(" (mostly {f}: see the caveats for what to check)"))
                 .unwrap_or_default()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{MetricDecision, TestKind};
+
+    fn changed_metric(name: &str, baseline: f64, candidate: f64, by: DecidedBy) -> MetricDelta {
+        MetricDelta {
+            name: name.into(),
+            baseline,
+            candidate,
+            change: candidate / baseline - 1.0,
+            decision: Some(MetricDecision {
+                status: DecisionStatus::Regression,
+                limit: 0.1,
+                alpha: 0.05,
+                worsening: None,
+                worsening_ci: None,
+                p_value: None,
+                test: TestKind::PairedLogT,
+                hodges_lehmann: None,
+                cliffs_delta: None,
+                pairs: 2,
+                decided_by: by,
+                reason: format!("{name} moved"),
+                pairs_needed: None,
+                warnings: vec![],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn headline(metrics: &[MetricDelta]) -> String {
+        let titles = BTreeMap::new();
+        let v = VerdictInput {
+            metrics,
+            attributions: &[],
+            unexplained: &[],
+            unexplained_family: None,
+            titles: &titles,
+            busy: [0.5, 0.5],
+        };
+        verdict(&v).1
+    }
+
+    /// The RTMP run's numbers: the 19-fold bitrate fall leads, not the share of lost
+    /// frames whose relative change (+787 %) is larger.
+    #[test]
+    fn the_largest_change_as_a_log_ratio_leads() {
+        let m = [
+            changed_metric("frames_lost", 0.094, 0.838, DecidedBy::CpuEvidence),
+            changed_metric("bitrate", 52.8e6, 2.77e6, DecidedBy::CpuEvidence),
+        ];
+        assert!(headline(&m).contains("bitrate moved"), "{}", headline(&m));
+    }
+
+    #[test]
+    fn a_metric_its_own_test_decided_leads() {
+        let m = [
+            changed_metric("bitrate", 52.8e6, 2.77e6, DecidedBy::CpuEvidence),
+            changed_metric("latency", 1.0, 1.3, DecidedBy::Metric),
+        ];
+        assert!(headline(&m).contains("latency moved"), "{}", headline(&m));
     }
 }
