@@ -247,8 +247,10 @@ fn ec2_as_guests(dir: &Path) -> PathBuf {
             continue;
         }
         if line.starts_with("    up: ") {
+            // `kdelta verify` asks for a host with a boot parameter reverted
+            // through `revert`; `guest up --revert` boots it so.
             out.push_str(&format!(
-                "    up: \"{kd} -q guest up {} --role {role}\"\n",
+                "    up: \"{kd} -q guest up {} --role {role}{{% for i in revert.items %}} --revert {{{{ i.key ~ '=' ~ i.baseline }}}}{{% endfor %}}\"\n",
                 guests_playbook().display()
             ));
             skipping = true;
@@ -339,6 +341,47 @@ fn ec2_example_on_command_hosts_through_a_reboot_and_a_resume() {
     let t = read_json(&run.join("hosts/candidate/teardown.json"));
     assert_eq!(t["state"], "done", "{t}");
     ids.push(PathBuf::from(t["id"].as_str().unwrap()));
+    assert!(
+        qemus_of(&ids).is_empty(),
+        "guests left: {:?}",
+        qemus_of(&ids)
+    );
+
+    // Issue 16: a boot parameter of a command host, verified. The candidate booted
+    // with slub_debug=FZPU; `kdelta verify` has the playbook's `up` make a host with
+    // it reverted (its `revert`), measures it against the candidate as it is, and
+    // reads from the new host's own capture what really differed.
+    let o = said(
+        kdelta()
+            .args(["verify", "--cause", "cmdline.slub_debug", "--repeat", "1"])
+            .arg(&run),
+    );
+    assert!(matches!(o.code, Some(0..=2)), "{}\n{}", o.stdout, o.stderr);
+    let vdir = only_run_dir(&run.join("verify"));
+    let v = read_json(&vdir.join("verify.json"));
+    assert_eq!(v["how"], "command", "{v}");
+    assert!(
+        v["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().unwrap().starts_with("cmdline.slub_debug")),
+        "{v}"
+    );
+    let up = std::fs::read_to_string(vdir.join("hosts/baseline/logs/up.log")).unwrap_or_default();
+    let cmdline = |role: &str| {
+        read_json(&vdir.join("hosts").join(role).join("facts.json"))["cmdline"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(!cmdline("baseline").contains("slub_debug"), "{up}");
+    assert!(cmdline("candidate").contains("slub_debug=FZPU"));
+    for role in ["baseline", "candidate"] {
+        let t = read_json(&vdir.join("hosts").join(role).join("teardown.json"));
+        assert_eq!(t["state"], "done", "{role}: {t}");
+        ids.push(PathBuf::from(t["id"].as_str().unwrap()));
+    }
     assert!(
         qemus_of(&ids).is_empty(),
         "guests left: {:?}",

@@ -20,6 +20,12 @@ pub(super) enum GuestCmd {
         playbook: PathBuf,
         #[arg(long, value_parser = parse_role)]
         role: Role,
+        /// Boot it with KEY set to VALUE instead (repeatable): a config option
+        /// (`CONFIG_KASAN=n`: the kernel rebuilt with it) or a boot parameter
+        /// (`cmdline.slub_debug=(absent)` takes it out, `cmdline.mitigations=auto`
+        /// sets it). What a command host's `up` does with `kdelta verify`'s `revert`.
+        #[arg(long = "revert", value_name = "KEY=VALUE")]
+        revert: Vec<String>,
     },
     /// Stop a guest `guest up` started and remove its folder (the `id` it printed).
     Down { id: PathBuf },
@@ -36,8 +42,15 @@ fn parse_role(s: &str) -> Result<Role, String> {
 pub(super) async fn guest_cmd(cmd: GuestCmd, quiet: bool) -> Result<i32> {
     use crate::provision::qemu::guest;
     match cmd {
-        GuestCmd::Up { playbook, role } => {
-            let plan = crate::playbook::load(&playbook)?;
+        GuestCmd::Up {
+            playbook,
+            role,
+            revert,
+        } => {
+            let mut plan = crate::playbook::load(&playbook)?;
+            if !revert.is_empty() {
+                guest::revert(&mut plan, role, &revert)?;
+            }
             let progress = crate::progress::Progress::new(quiet);
             let res = guest::up(&plan, role, &progress).await;
             progress.finish();

@@ -296,6 +296,7 @@ impl Validator<'_> {
             up: need("up", &h.up)?,
             down: need("down", &h.down)?,
             known_hosts: self.known_hosts(h.known_hosts.as_ref(), at.pos, path)?,
+            revert: Default::default(),
         })
     }
 

@@ -25,6 +25,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    pub fn host_mut(&mut self, role: Role) -> &mut HostSpec {
+        match role {
+            Role::Baseline => &mut self.baseline,
+            Role::Candidate => &mut self.candidate,
+        }
+    }
+
     pub fn host(&self, role: Role) -> &HostSpec {
         match role {
             Role::Baseline => &self.baseline,
@@ -110,6 +117,35 @@ pub struct CommandSpec {
     /// Templated with `id` (and the playbook's vars); always run at teardown.
     pub down: String,
     pub known_hosts: KnownHostsPolicy,
+    /// What `kdelta verify`/`bisect` asks the host `up` makes to differ from the
+    /// candidate (the template's `revert`); empty in a plain run.
+    pub revert: RevertVars,
+}
+
+/// The template variable `revert` of a command host's `up` and `down`: the config
+/// options and boot parameters a counterfactual host must have set back to the
+/// baseline's values. Every list is empty in a plain run, so a template can always
+/// read them (`{% for o in revert.options %}`). The host's kernel is the user's to
+/// build and boot (a cloud image, user data that installs a kernel, kexec, grub-reboot):
+/// kdelta checks what really changed from the new host's own capture.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RevertVars {
+    /// Every item: `key` (`CONFIG_KASAN`, `cmdline.slub_debug`), `baseline` (the value
+    /// wanted, `(absent)` when the baseline lacks it), `candidate` (the value now).
+    pub items: Vec<RevertItem>,
+    /// Config fragment lines to build with: `CONFIG_KASAN=n`, `CONFIG_HZ=250`.
+    pub options: Vec<String>,
+    /// Boot parameters to take out of the command line (their keys) …
+    pub cmdline_remove: Vec<String>,
+    /// … and to put in (`key=value`, or `key` for a flag).
+    pub cmdline_add: Vec<String>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RevertItem {
+    pub key: String,
+    pub baseline: String,
+    pub candidate: String,
 }
 
 impl Provider {

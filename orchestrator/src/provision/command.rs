@@ -216,6 +216,7 @@ pub(super) async fn provision(
         .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
         .collect();
     vars.insert("role".into(), Value::from(role.as_str()));
+    vars.insert("revert".into(), Value::from_serialize(&c.revert));
     let up = render(&c.up, &Value::from_serialize(&vars))
         .with_context(|| format!("hosts.{role}.up: template"))?;
     p.progress.step(role.as_str(), "up: making the host");

@@ -290,11 +290,16 @@ fn record(
     // `applied` too, but only options are what Kconfig dragged along.
     let options = verify.config_delta.len();
     let asked = what.items.len();
-    if what.how == How::Rebuild && options > asked {
-        headline.push_str(&format!(
-            "; Kconfig changed {} more option(s) with it (verify.json: applied)",
-            options - asked
-        ));
+    let more = options.saturating_sub(asked);
+    match what.how {
+        How::Rebuild if more > 0 => headline.push_str(&format!(
+            "; Kconfig changed {more} more option(s) with it (verify.json: applied)"
+        )),
+        // The user's `up` built it: Kconfig or their build may have changed more.
+        How::Command if more > 0 => headline.push_str(&format!(
+            "; the new host's kernel differs in {more} more option(s) (verify.json: applied)"
+        )),
+        _ => {}
     }
     VerifyRecord {
         run_dir: dir.display().to_string(),

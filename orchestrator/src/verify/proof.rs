@@ -38,6 +38,7 @@ fn how_words(h: How) -> &'static str {
         How::Live => "set on the live candidate, restored after",
         How::Rebuild => "a kernel with it reverted (built, or from the kernel cache)",
         How::Reboot => "booted with the edited command line",
+        How::Command => "a host the playbook's `up` made with it reverted",
     }
 }
 

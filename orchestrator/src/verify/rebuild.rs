@@ -3,17 +3,21 @@
 //! set back to the baseline's value. The verify run provisions it as its baseline
 //! next to the candidate as it was, so both are measured in the same run, in pairs.
 //!
-//! Only the qemu provider can do this today: it builds kernels from source (with
-//! the option flipped on top of the candidate's fragments) and boots with the
-//! playbook's `cmdline:`. On ssh and command hosts the kernel is the user's to
-//! build and boot, so kdelta says what it would need instead of guessing.
+//! A qemu host is rebuilt by kdelta (the option flipped on top of the candidate's
+//! fragments) or booted with the edited `cmdline:`. A command host is made by the
+//! user's own `up`, which gets the revert as its template's `revert` (the options to
+//! build with, the boot parameters to take out and put in) and must use it: the
+//! kernel is the user's to build and boot. An ssh host is one machine that cannot be
+//! both at once, so kdelta says what it would need instead of guessing.
 
 use anyhow::{bail, Result};
 
 use super::revert::ABSENT;
 use super::Item;
 use crate::model::Role;
-use crate::playbook::{ApplyCheck, HostSpec, KernelSpec, Provider};
+use crate::playbook::{
+    ApplyCheck, CommandSpec, HostSpec, KernelSpec, Provider, QemuSpec, RevertItem, RevertVars,
+};
 
 /// How the counterfactual host differs from the candidate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,6 +29,8 @@ pub enum How {
     Rebuild,
     /// The same kernel booted with the edited command line.
     Reboot,
+    /// A host the playbook's own `up` made with the revert it was given.
+    Command,
 }
 
 /// The candidate's spec with `items` (`CONFIG_*` or `cmdline.*`) reverted, as the
@@ -40,47 +46,19 @@ pub fn reverted_host(
     let Some(first) = items.first() else {
         bail!("nothing to revert");
     };
-    let Provider::Qemu(q) = &spec.provider else {
-        bail!(
-            "{} needs {} on the candidate, and on a {} host that is the user's own build, install and reboot, which kdelta cannot do yet; A/B it on a qemu host, or verify a runtime item with --cause KEY",
+    let (provider, how) = match &spec.provider {
+        Provider::Qemu(q) => {
+            let (q, how) = reverted_qemu(items, q, check)?;
+            (Provider::Qemu(q), how)
+        }
+        Provider::Command(c) => (Provider::Command(reverted_command(items, c)?), How::Command),
+        other => bail!(
+            "{} needs {} on the candidate, and an {} host is one machine that cannot run as it is and reverted at once; make it a command host whose `up` uses `revert` (README: verify on command hosts), A/B it on a qemu host, or verify a runtime item with --cause KEY",
             first.show(),
             if first.key.starts_with("CONFIG_") { "another kernel build" } else { "a reboot with another command line" },
-            spec.provider.kind().as_str()
-        );
+            other.kind().as_str()
+        ),
     };
-    let mut q = q.clone();
-    let mut how = How::Reboot;
-    for it in items {
-        let (item, baseline, candidate) = (&it.key, it.baseline.as_str(), it.candidate.as_str());
-        if item.starts_with("CONFIG_") {
-            let KernelSpec::Source {
-                options, check: c, ..
-            } = &mut q.kernel
-            else {
-                bail!("{item}: the candidate boots a prebuilt kernel (an image or a package), which kdelta cannot rebuild with the option flipped; give it `kernel: {{ source: …, fragments: … }}` to verify a config option");
-            };
-            // Absent in the baseline's .config reads `n` already (kconfig), but a
-            // value from another source may still say so.
-            let value = if baseline == ABSENT { "n" } else { baseline };
-            options.insert(item.to_string(), value.to_string());
-            *c = check;
-            how = How::Rebuild;
-        } else if let Some(key) = item.strip_prefix("cmdline.") {
-            let before = q.cmdline.len();
-            q.cmdline
-                .retain(|w| w.split_once('=').map_or(w.as_str(), |(k, _)| k) != key);
-            if q.cmdline.len() == before && candidate != ABSENT {
-                bail!("{item}: the candidate's `cmdline:` does not set {key} (it comes from kdelta's own boot parameters or the kernel's defaults), so there is nothing to take out");
-            }
-            match baseline {
-                ABSENT => {}
-                "on" => q.cmdline.push(key.to_string()),
-                v => q.cmdline.push(format!("{key}={v}")),
-            }
-        } else {
-            bail!("{item}: not a config option or a boot parameter");
-        }
-    }
     let what = match items {
         [one] => format!(
             "{} reverted ({} → {})",
@@ -93,13 +71,106 @@ pub fn reverted_host(
         HostSpec {
             role: Role::Baseline,
             label: Some(label),
-            provider: Provider::Qemu(q),
+            provider,
             setup: spec.setup.clone(),
             become_: spec.become_,
             work_dir: spec.work_dir.clone(),
         },
         how,
     ))
+}
+
+/// The qemu candidate with `items` reverted: options set on top of its fragments,
+/// boot parameters edited in its `cmdline:`.
+pub fn reverted_qemu(items: &[Item], q: &QemuSpec, check: ApplyCheck) -> Result<(QemuSpec, How)> {
+    let mut q = q.clone();
+    let mut how = How::Reboot;
+    for it in items {
+        let (item, baseline, candidate) = (&it.key, it.baseline.as_str(), it.candidate.as_str());
+        if item.starts_with("CONFIG_") {
+            let KernelSpec::Source {
+                options, check: c, ..
+            } = &mut q.kernel
+            else {
+                bail!("{item}: the candidate boots a prebuilt kernel (an image or a package), which kdelta cannot rebuild with the option flipped; give it `kernel: {{ source: …, fragments: … }}` to verify a config option");
+            };
+            options.insert(item.to_string(), option_value(baseline).to_string());
+            *c = check;
+            how = How::Rebuild;
+        } else if let Some(key) = item.strip_prefix("cmdline.") {
+            let before = q.cmdline.len();
+            q.cmdline.retain(|w| param_key(w) != key);
+            if q.cmdline.len() == before && candidate != ABSENT {
+                bail!("{item}: the candidate's `cmdline:` does not set {key} (it comes from kdelta's own boot parameters or the kernel's defaults), so there is nothing to take out");
+            }
+            q.cmdline.extend(param_word(key, baseline));
+        } else {
+            bail!("{item}: not a config option or a boot parameter");
+        }
+    }
+    Ok((q, how))
+}
+
+/// The command candidate whose `up` gets `items` as its `revert`. An `up` that
+/// never reads `revert` would make the candidate again and measure nothing: refused.
+fn reverted_command(items: &[Item], c: &CommandSpec) -> Result<CommandSpec> {
+    let env = crate::playbook::template_env();
+    let reads = env
+        .template_from_str(&c.up)
+        .map(|t| t.undeclared_variables(false).contains("revert"))
+        .unwrap_or(false);
+    if !reads {
+        bail!(
+            "{} needs a host with it reverted, and the candidate's `up` does not read `revert`, so it would make the same host again; give `up` the revert, e.g. `… {{% for o in revert.options %}} --option {{{{ o }}}}{{% endfor %}}{{% for k in revert.cmdline_remove %}} --remove {{{{ k }}}}{{% endfor %}}` (README: verify on command hosts)",
+            items.iter().map(Item::show).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let mut r = RevertVars::default();
+    for it in items {
+        let (key, baseline) = (it.key.as_str(), it.baseline.as_str());
+        if key.starts_with("CONFIG_") {
+            r.options.push(format!("{key}={}", option_value(baseline)));
+        } else if let Some(k) = key.strip_prefix("cmdline.") {
+            if it.candidate != ABSENT {
+                r.cmdline_remove.push(k.to_string());
+            }
+            r.cmdline_add.extend(param_word(k, baseline));
+        } else {
+            bail!("{key}: not a config option or a boot parameter");
+        }
+        r.items.push(RevertItem {
+            key: it.key.clone(),
+            baseline: it.baseline.clone(),
+            candidate: it.candidate.clone(),
+        });
+    }
+    let mut c = c.clone();
+    c.revert = r;
+    Ok(c)
+}
+
+/// A config option's value to build with: absent in the baseline's .config reads `n`
+/// (kconfig), but a value from another source may still say so.
+fn option_value(baseline: &str) -> &str {
+    if baseline == ABSENT {
+        "n"
+    } else {
+        baseline
+    }
+}
+
+/// `key` of a boot parameter word `key=value` or `key`.
+pub fn param_key(word: &str) -> &str {
+    word.split_once('=').map_or(word, |(k, _)| k)
+}
+
+/// The word that sets boot parameter `key` to the baseline's value, if it has one.
+fn param_word(key: &str, baseline: &str) -> Option<String> {
+    match baseline {
+        ABSENT => None,
+        "on" => Some(key.to_string()),
+        v => Some(format!("{key}={v}")),
+    }
 }
 
 #[cfg(test)]
@@ -231,5 +302,75 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("nothing to take out"), "{e}");
+    }
+
+    fn command(up: &str) -> HostSpec {
+        HostSpec {
+            provider: Provider::Command(CommandSpec {
+                up: up.into(),
+                down: "true".into(),
+                known_hosts: crate::playbook::KnownHostsPolicy::Strict,
+                revert: RevertVars::default(),
+            }),
+            ..qemu(source(), &[])
+        }
+    }
+
+    /// A command host's `up` gets the revert as `revert`: the fragment lines to build
+    /// with and the boot parameters to take out and put in; rendered shell-quoted.
+    #[test]
+    fn a_command_hosts_up_gets_the_revert() {
+        let up = "make-host {% for o in revert.options %} -o {{ o }}{% endfor %}{% for k in revert.cmdline_remove %} -r {{ k }}{% endfor %}{% for w in revert.cmdline_add %} -a {{ w }}{% endfor %}";
+        let items = vec![
+            one("CONFIG_KASAN", ABSENT, "y").remove(0),
+            one("cmdline.slub_debug", ABSENT, "FZPU").remove(0),
+            one("cmdline.mitigations", "auto", "off").remove(0),
+        ];
+        let (r, how) = reverted_host(&items, &command(up), ApplyCheck::InlineOnly).unwrap();
+        assert_eq!(how, How::Command);
+        let Provider::Command(c) = &r.provider else {
+            panic!()
+        };
+        let ctx = minijinja::context! { revert => minijinja::Value::from_serialize(&c.revert) };
+        assert_eq!(
+            crate::playbook::render(&c.up, &ctx).unwrap(),
+            "make-host  -o CONFIG_KASAN=n -r slub_debug -r mitigations -a mitigations=auto"
+        );
+        assert_eq!(c.revert.items.len(), 3);
+        // A plain run renders the same template with nothing to revert.
+        let ctx = minijinja::context! { revert => minijinja::Value::from_serialize(RevertVars::default()) };
+        assert_eq!(crate::playbook::render(&c.up, &ctx).unwrap(), "make-host ");
+    }
+
+    /// An `up` that never reads `revert` would make the candidate again: refused,
+    /// with what to write; an ssh host cannot be both at once.
+    #[test]
+    fn a_host_that_cannot_take_the_revert_is_refused_with_the_way_out() {
+        let items = one("CONFIG_KASAN", "n", "y");
+        let e = reverted_host(
+            &items,
+            &command("aws ec2 run-instances"),
+            ApplyCheck::InlineOnly,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("does not read `revert`") && e.contains("revert.options"),
+            "{e}"
+        );
+        let ssh = HostSpec {
+            provider: Provider::Ssh(crate::playbook::SshTarget {
+                destination: "box".into(),
+                port: None,
+                user: None,
+                identity_file: None,
+                known_hosts: crate::playbook::KnownHostsPolicy::Strict,
+            }),
+            ..qemu(source(), &[])
+        };
+        let e = reverted_host(&items, &ssh, ApplyCheck::InlineOnly)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("command host whose `up` uses `revert`"), "{e}");
     }
 }
