@@ -53,7 +53,7 @@ pub fn reverted_host(
         }
         Provider::Command(c) => (Provider::Command(reverted_command(items, c)?), How::Command),
         other => bail!(
-            "{} needs {} on the candidate, and an {} host is one machine that cannot run as it is and reverted at once; make it a command host whose `up` uses `revert` (README: verify on command hosts), A/B it on a qemu host, or verify a runtime item with --cause KEY",
+            "{} needs {} on the candidate, and an {} host is one machine that cannot run as it is and reverted at once; if a second machine like it can be made, describe the candidate as a command host whose `up` makes it with `revert` applied (README: verify on command hosts); or A/B it on a qemu host, or verify a runtime item with --cause KEY",
             first.show(),
             if first.key.starts_with("CONFIG_") { "another kernel build" } else { "a reboot with another command line" },
             other.kind().as_str()
@@ -371,6 +371,6 @@ mod tests {
         let e = reverted_host(&items, &ssh, ApplyCheck::InlineOnly)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("command host whose `up` uses `revert`"), "{e}");
+        assert!(e.contains("command host whose `up` makes it"), "{e}");
     }
 }
