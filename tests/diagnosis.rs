@@ -294,3 +294,27 @@ fn the_rtmp_re_proxy_on_a_kasan_kernel_names_kasan() {
     let bitrate = s.metrics.iter().find(|m| m.name == "bitrate").unwrap();
     assert!(bitrate.change < -0.5, "{}", bitrate.change);
 }
+
+/// A guest whose kernel crashed at its first boot and came up at the second
+/// (`console-boot1.log` kept beside the capture) is a warning of the analysis: a
+/// kernel that crashes sometimes is a finding of its own.
+#[test]
+fn a_crashed_first_boot_is_a_warning() {
+    let (b, c) = with_facts("boot1", Some("{}"), Some("{}"));
+    let s = analyse(&b, &c);
+    assert!(
+        s.warnings.iter().all(|w| !w.contains("first boot")),
+        "{:?}",
+        s.warnings
+    );
+    std::fs::write(c.join("console-boot1.log"), "Kernel panic - not syncing\n").unwrap();
+    let s = analyse(&b, &c);
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.starts_with("candidate: the guest's kernel crashed at its first boot")),
+        "{:?}",
+        s.warnings
+    );
+    let _ = std::fs::remove_dir_all(b.parent().unwrap());
+}

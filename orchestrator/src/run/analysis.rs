@@ -485,6 +485,12 @@ fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>
             c.profile.busy_samples()
         ));
     }
+    if c.dir.join("console-boot1.log").is_file() {
+        warnings.push(format!(
+            "{}: the guest's kernel crashed at its first boot and came up at the second (console-boot1.log): a kernel that crashes sometimes is a finding of its own",
+            c.name
+        ));
+    }
     if c.profile.dropped_samples > 0 {
         warnings.push(format!(
             "{}: dropped {} samples with no readable frame",

@@ -123,7 +123,7 @@ async fn boot(
     let (media, host_line) =
         guest_media(&keys, role, q, &k, &dir.join("rootfs.log"), progress).await?;
     progress.step(role.as_str(), "booting the guest");
-    let port = vm::boot_detached(
+    let (port, crashed_once) = vm::boot_detached(
         q,
         role,
         &k,
@@ -133,6 +133,15 @@ async fn boot(
         super::boot_timeout(q),
     )
     .await?;
+    if crashed_once {
+        progress.done(
+            role.as_str(),
+            &format!(
+                "the kernel crashed at its first boot and came up at the second ({})",
+                vm::first_boot_console(&dir.join("console.log")).display()
+            ),
+        );
+    }
     std::fs::write(
         &keys.known_hosts,
         format!("[127.0.0.1]:{port} {host_line}\n"),

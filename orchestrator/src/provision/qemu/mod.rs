@@ -160,7 +160,7 @@ pub(super) async fn provision(
         p.progress.step(spec.role.as_str(), "booting the guest");
         let vms = with_ledger(p.ledger, |l| l.vms.clone());
         let started = Instant::now();
-        let port = vm::boot(
+        let (port, crashed_once) = vm::boot(
             q,
             spec.role,
             k,
@@ -170,6 +170,12 @@ pub(super) async fn provision(
             boot_timeout(q),
         )
         .await?;
+        if crashed_once {
+            p.progress.done(
+                spec.role.as_str(),
+                "the kernel crashed at its first boot and came up at the second (console-boot1.log)",
+            );
+        }
         p.progress.done(
             spec.role.as_str(),
             &format!(
