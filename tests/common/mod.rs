@@ -157,8 +157,11 @@ fn wait_for(out: &Path, name: &str, host: Option<&str>, within: u64, running: bo
         if there {
             return;
         }
+        // A run that ended without getting there never will: say so now, not after
+        // `within` (a provision error waited out ten minutes).
+        let ended = run_record(out).is_some_and(|r| r["finished"].is_string());
         assert!(
-            std::time::Instant::now() < deadline,
+            !ended && std::time::Instant::now() < deadline,
             "the run under {} never reached phase `{name}`{} in {within}s: {:?}",
             out.display(),
             host.map(|h| format!(" on {h}")).unwrap_or_default(),
