@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 
 use super::{err_line, out};
 use crate::exit_codes;
 use crate::model::Role;
+use crate::playbook::{Plan, Provider};
 use crate::provision::lab;
 
 #[derive(Subcommand, Debug)]
@@ -49,7 +50,7 @@ pub(super) async fn guest_cmd(cmd: GuestCmd, quiet: bool) -> Result<i32> {
         } => {
             let mut plan = crate::playbook::load(&playbook)?;
             if !revert.is_empty() {
-                guest::revert(&mut plan, role, &revert)?;
+                guest_revert(&mut plan, role, &revert)?;
             }
             let progress = crate::progress::Progress::new(quiet);
             let res = guest::up(&plan, role, &progress).await;
@@ -177,4 +178,42 @@ async fn lab_up(playbook: &std::path::Path) -> Result<i32> {
         ))?;
     }
     Ok(exit_codes::PASS)
+}
+
+/// `guest up --revert KEY=VALUE …`: the playbook's qemu host of `role` with each
+/// config option or boot parameter set to VALUE, as `kdelta verify` reverts a qemu
+/// candidate (the same edit; `(absent)` takes a boot parameter out).
+fn guest_revert(plan: &mut Plan, role: Role, pairs: &[String]) -> Result<()> {
+    use crate::verify::rebuild::{param_key, reverted_qemu};
+    let file = plan.file.display().to_string();
+    let Provider::Qemu(q) = &mut plan.host_mut(role).provider else {
+        bail!("{file}: hosts.{role} is not a qemu host (guest up boots qemu guests)");
+    };
+    let mut items = vec![];
+    for p in pairs {
+        let Some((key, value)) = p.split_once('=') else {
+            bail!("--revert {p}: expected KEY=VALUE, e.g. CONFIG_KASAN=n or cmdline.slub_debug=(absent)");
+        };
+        // The value now: what the host's cmdline sets (a config option's is the
+        // kernel's, known once built; it only labels the revert).
+        let candidate = match key.strip_prefix("cmdline.") {
+            Some(k) => q.cmdline.iter().find(|w| param_key(w) == k).map_or(
+                crate::verify::revert::ABSENT.to_string(),
+                |w| {
+                    w.split_once('=')
+                        .map_or("on".to_string(), |(_, v)| v.to_string())
+                },
+            ),
+            None => "as built".to_string(),
+        };
+        items.push(crate::verify::Item {
+            key: key.to_string(),
+            baseline: value.to_string(),
+            candidate,
+        });
+    }
+    let (reverted, _) = reverted_qemu(&items, q, crate::playbook::ApplyCheck::InlineOnly)
+        .with_context(|| format!("{file}: hosts.{role} with --revert"))?;
+    *q = reverted;
+    Ok(())
 }

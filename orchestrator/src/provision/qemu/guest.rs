@@ -54,44 +54,6 @@ fn new_dir(role: Role) -> Result<PathBuf> {
 
 /// Boots the qemu host `role` of `plan` in the background; on failure nothing is
 /// left (QEMU killed, the folder removed).
-/// `guest up --revert KEY=VALUE …`: the playbook's qemu host of `role` with each
-/// config option or boot parameter set to VALUE, as `kdelta verify` reverts a qemu
-/// candidate (the same edit; `(absent)` takes a boot parameter out).
-pub fn revert(plan: &mut Plan, role: Role, pairs: &[String]) -> Result<()> {
-    use crate::verify::rebuild::{param_key, reverted_qemu};
-    let file = plan.file.display().to_string();
-    let Provider::Qemu(q) = &mut plan.host_mut(role).provider else {
-        bail!("{file}: hosts.{role} is not a qemu host (guest up boots qemu guests)");
-    };
-    let mut items = vec![];
-    for p in pairs {
-        let Some((key, value)) = p.split_once('=') else {
-            bail!("--revert {p}: expected KEY=VALUE, e.g. CONFIG_KASAN=n or cmdline.slub_debug=(absent)");
-        };
-        // The value now: what the host's cmdline sets (a config option's is the
-        // kernel's, known once built; it only labels the revert).
-        let candidate = match key.strip_prefix("cmdline.") {
-            Some(k) => q.cmdline.iter().find(|w| param_key(w) == k).map_or(
-                crate::verify::revert::ABSENT.to_string(),
-                |w| {
-                    w.split_once('=')
-                        .map_or("on".to_string(), |(_, v)| v.to_string())
-                },
-            ),
-            None => "as built".to_string(),
-        };
-        items.push(crate::verify::Item {
-            key: key.to_string(),
-            baseline: value.to_string(),
-            candidate,
-        });
-    }
-    let (reverted, _) = reverted_qemu(&items, q, crate::playbook::ApplyCheck::InlineOnly)
-        .with_context(|| format!("{file}: hosts.{role} with --revert"))?;
-    *q = reverted;
-    Ok(())
-}
-
 pub async fn up(plan: &Plan, role: Role, progress: &Progress) -> Result<GuestUp> {
     let spec = plan.host(role);
     let Provider::Qemu(q) = &spec.provider else {
