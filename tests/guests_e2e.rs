@@ -106,6 +106,17 @@ fn qemus_of(ids: &[PathBuf]) -> Vec<String> {
     out
 }
 
+/// Each role's `down` ran in `run` (teardown.json done); their guests' ids are
+/// added to `ids`, and no QEMU of any of `ids` still runs.
+fn all_down(run: &Path, roles: &[&str], ids: &mut Vec<PathBuf>) {
+    for role in roles {
+        let t = read_json(&run.join("hosts").join(role).join("teardown.json"));
+        assert_eq!(t["state"], "done", "{role}: {t}");
+        ids.push(PathBuf::from(t["id"].as_str().unwrap()));
+    }
+    assert!(qemus_of(ids).is_empty(), "guests left: {:?}", qemus_of(ids));
+}
+
 /// What kdelta may have left on a guest: its work folders, perf, the workload.
 fn leftovers(g: &Guest) -> String {
     let s = g.ssh("ls -d /tmp/kdelta-run-* /var/tmp/kdelta-run-* 2>/dev/null; pgrep -a -x perf; pgrep -a iperf3; true");
@@ -315,16 +326,7 @@ fn ec2_example_on_command_hosts_through_a_reboot_and_a_resume() {
         "{stderr}"
     );
     let mut ids = Vec::new();
-    for role in ["baseline", "candidate"] {
-        let t = read_json(&run.join("hosts").join(role).join("teardown.json"));
-        assert_eq!(t["state"], "done", "{role}: {t}");
-        ids.push(PathBuf::from(t["id"].as_str().unwrap()));
-    }
-    assert!(
-        qemus_of(&ids).is_empty(),
-        "guests left: {:?}",
-        qemus_of(&ids)
-    );
+    all_down(&run, &["baseline", "candidate"], &mut ids);
 
     // `--resume` makes new hosts for what was not captured, and finishes the run.
     let o = said(kdelta().arg("run").arg(&pb).arg("--resume").arg(&run));
@@ -338,14 +340,7 @@ fn ec2_example_on_command_hosts_through_a_reboot_and_a_resume() {
     );
     let f = read_json(&run.join("hosts/candidate/facts.json"));
     assert_eq!(f["extra"]["login_user"], "admin");
-    let t = read_json(&run.join("hosts/candidate/teardown.json"));
-    assert_eq!(t["state"], "done", "{t}");
-    ids.push(PathBuf::from(t["id"].as_str().unwrap()));
-    assert!(
-        qemus_of(&ids).is_empty(),
-        "guests left: {:?}",
-        qemus_of(&ids)
-    );
+    all_down(&run, &["candidate"], &mut ids);
 
     // Issue 16: a boot parameter of a command host, verified. The candidate booted
     // with slub_debug=FZPU; `kdelta verify` has the playbook's `up` make a host with
@@ -377,14 +372,5 @@ fn ec2_example_on_command_hosts_through_a_reboot_and_a_resume() {
     };
     assert!(!cmdline("baseline").contains("slub_debug"), "{up}");
     assert!(cmdline("candidate").contains("slub_debug=FZPU"));
-    for role in ["baseline", "candidate"] {
-        let t = read_json(&vdir.join("hosts").join(role).join("teardown.json"));
-        assert_eq!(t["state"], "done", "{role}: {t}");
-        ids.push(PathBuf::from(t["id"].as_str().unwrap()));
-    }
-    assert!(
-        qemus_of(&ids).is_empty(),
-        "guests left: {:?}",
-        qemus_of(&ids)
-    );
+    all_down(&vdir, &["baseline", "candidate"], &mut ids);
 }

@@ -18,6 +18,10 @@ use serde::Serialize;
 
 use crate::model::{HostsRecord, Role, RunRecord};
 
+/// The console of a qemu guest's first boot when it crashed and the guest was booted
+/// once more, beside `console.log` (a host folder's or a `guest up` folder's).
+pub const FIRST_BOOT_CONSOLE: &str = "console-boot1.log";
+
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,

@@ -184,7 +184,8 @@ async fn lab_up(playbook: &std::path::Path) -> Result<i32> {
 /// config option or boot parameter set to VALUE, as `kdelta verify` reverts a qemu
 /// candidate (the same edit; `(absent)` takes a boot parameter out).
 fn guest_revert(plan: &mut Plan, role: Role, pairs: &[String]) -> Result<()> {
-    use crate::verify::rebuild::{param_key, reverted_qemu};
+    use crate::analyze::runtime::cmdline_params;
+    use crate::verify::rebuild::reverted_qemu;
     let file = plan.file.display().to_string();
     let Provider::Qemu(q) = &mut plan.host_mut(role).provider else {
         bail!("{file}: hosts.{role} is not a qemu host (guest up boots qemu guests)");
@@ -194,16 +195,13 @@ fn guest_revert(plan: &mut Plan, role: Role, pairs: &[String]) -> Result<()> {
         let Some((key, value)) = p.split_once('=') else {
             bail!("--revert {p}: expected KEY=VALUE, e.g. CONFIG_KASAN=n or cmdline.slub_debug=(absent)");
         };
-        // The value now: what the host's cmdline sets (a config option's is the
-        // kernel's, known once built; it only labels the revert).
+        // The value now: what the host's cmdline sets, read as the run's delta reads
+        // /proc/cmdline (a config option's is the kernel's, known once built; it
+        // only labels the revert).
         let candidate = match key.strip_prefix("cmdline.") {
-            Some(k) => q.cmdline.iter().find(|w| param_key(w) == k).map_or(
-                crate::verify::revert::ABSENT.to_string(),
-                |w| {
-                    w.split_once('=')
-                        .map_or("on".to_string(), |(_, v)| v.to_string())
-                },
-            ),
+            Some(k) => cmdline_params(&q.cmdline.join(" "))
+                .remove(k)
+                .unwrap_or_else(|| crate::verify::revert::ABSENT.to_string()),
             None => "as built".to_string(),
         };
         items.push(crate::verify::Item {

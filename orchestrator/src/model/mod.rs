@@ -679,6 +679,23 @@ impl CauseSource {
     }
 }
 
+/// A delta item and its two values, as verify and bisect revert it: `key`
+/// (`CONFIG_KASAN`, `cmdline.slub_debug`), `baseline` (the value wanted back,
+/// `(absent)` when the baseline lacks it), `candidate` (the value now).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeltaItem {
+    pub key: String,
+    pub baseline: String,
+    pub candidate: String,
+}
+
+impl DeltaItem {
+    /// `CONFIG_KASAN (y → n)`: the item and the direction of its revert.
+    pub fn show(&self) -> String {
+        format!("{} ({} → {})", self.key, self.candidate, self.baseline)
+    }
+}
+
 mod decision;
 mod proof;
 pub use decision::*;

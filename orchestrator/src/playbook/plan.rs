@@ -130,22 +130,14 @@ pub struct CommandSpec {
 /// kdelta checks what really changed from the new host's own capture.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RevertVars {
-    /// Every item: `key` (`CONFIG_KASAN`, `cmdline.slub_debug`), `baseline` (the value
-    /// wanted, `(absent)` when the baseline lacks it), `candidate` (the value now).
-    pub items: Vec<RevertItem>,
+    /// Every item reverted, with its two values.
+    pub items: Vec<crate::model::DeltaItem>,
     /// Config fragment lines to build with: `CONFIG_KASAN=n`, `CONFIG_HZ=250`.
     pub options: Vec<String>,
     /// Boot parameters to take out of the command line (their keys) …
     pub cmdline_remove: Vec<String>,
     /// … and to put in (`key=value`, or `key` for a flag).
     pub cmdline_add: Vec<String>,
-}
-
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct RevertItem {
-    pub key: String,
-    pub baseline: String,
-    pub candidate: String,
 }
 
 impl Provider {

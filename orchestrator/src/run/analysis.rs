@@ -485,9 +485,10 @@ fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>
             c.profile.busy_samples()
         ));
     }
-    if c.dir.join("console-boot1.log").is_file() {
+    let first_boot = crate::rundir::FIRST_BOOT_CONSOLE;
+    if c.dir.join(first_boot).is_file() {
         warnings.push(format!(
-            "{}: the guest's kernel crashed at its first boot and came up at the second (console-boot1.log): a kernel that crashes sometimes is a finding of its own",
+            "{}: the guest's kernel crashed at its first boot and came up at the second ({first_boot}): a kernel that crashes sometimes is a finding of its own",
             c.name
         ));
     }

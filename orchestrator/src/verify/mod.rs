@@ -71,22 +71,10 @@ impl Finding {
     }
 }
 
+/// A delta item and its two values (shared with the command host's `revert`).
+pub use crate::model::DeltaItem as Item;
+
 /// verify.json.
-/// A delta item and its two values.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Item {
-    pub key: String,
-    pub baseline: String,
-    pub candidate: String,
-}
-
-impl Item {
-    /// `CONFIG_KASAN (y → n)`: the item and the direction of its revert.
-    pub fn show(&self) -> String {
-        format!("{} ({} → {})", self.key, self.candidate, self.baseline)
-    }
-}
-
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct VerifyRecord {
     pub run_dir: String,

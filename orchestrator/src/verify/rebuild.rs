@@ -16,7 +16,7 @@ use super::revert::ABSENT;
 use super::Item;
 use crate::model::Role;
 use crate::playbook::{
-    ApplyCheck, CommandSpec, HostSpec, KernelSpec, Provider, QemuSpec, RevertItem, RevertVars,
+    ApplyCheck, CommandSpec, HostSpec, KernelSpec, Provider, QemuSpec, RevertVars,
 };
 
 /// How the counterfactual host differs from the candidate.
@@ -138,12 +138,8 @@ fn reverted_command(items: &[Item], c: &CommandSpec) -> Result<CommandSpec> {
         } else {
             bail!("{key}: not a config option or a boot parameter");
         }
-        r.items.push(RevertItem {
-            key: it.key.clone(),
-            baseline: it.baseline.clone(),
-            candidate: it.candidate.clone(),
-        });
     }
+    r.items = items.to_vec();
     let mut c = c.clone();
     c.revert = r;
     Ok(c)
@@ -160,7 +156,7 @@ fn option_value(baseline: &str) -> &str {
 }
 
 /// `key` of a boot parameter word `key=value` or `key`.
-pub fn param_key(word: &str) -> &str {
+fn param_key(word: &str) -> &str {
     word.split_once('=').map_or(word, |(k, _)| k)
 }
 

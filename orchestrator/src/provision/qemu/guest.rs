@@ -98,10 +98,7 @@ async fn boot(
     if crashed_once {
         progress.done(
             role.as_str(),
-            &format!(
-                "the kernel crashed at its first boot and came up at the second ({})",
-                vm::first_boot_console(&dir.join("console.log")).display()
-            ),
+            &vm::crashed_once_note(&dir.join("console.log")),
         );
     }
     std::fs::write(

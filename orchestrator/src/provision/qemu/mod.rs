@@ -173,7 +173,7 @@ pub(super) async fn provision(
         if crashed_once {
             p.progress.done(
                 spec.role.as_str(),
-                "the kernel crashed at its first boot and came up at the second (console-boot1.log)",
+                &vm::crashed_once_note(&hd.console_log()),
             );
         }
         p.progress.done(

@@ -22,6 +22,21 @@ fn free_port() -> Result<u16> {
 /// `kdelta lab down --all` kills the guests of a kdelta that was itself killed.
 pub const VM_STATE_DIR: &str = "/run/kdelta/vms";
 
+/// Records a QEMU kdelta started in the state folder `kdelta lab down --all` reads,
+/// so a guest of a killed kdelta can still be found.
+fn note_vm(pid: u32, role: Role, console: &Path) {
+    let _ = std::fs::create_dir_all(VM_STATE_DIR);
+    let _ = std::fs::write(
+        Path::new(VM_STATE_DIR).join(pid.to_string()),
+        format!("{role} {}\n", console.display()),
+    );
+}
+
+/// Removes what [`note_vm`] recorded (the QEMU is gone).
+fn forget_vm(pid: u32) {
+    let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(pid.to_string()));
+}
+
 /// A running guest, for teardown.
 #[derive(Debug)]
 pub struct Vm {
@@ -34,7 +49,7 @@ impl Vm {
     pub fn kill(&mut self) -> bool {
         let _ = self.child.kill();
         let gone = self.child.wait().is_ok();
-        let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(self.child.id().to_string()));
+        forget_vm(self.child.id());
         gone
     }
 }
@@ -80,7 +95,7 @@ pub fn down_all() -> (usize, Vec<String>) {
             }
             n += 1;
         }
-        let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(pid.to_string()));
+        forget_vm(pid);
     }
     (n, errors)
 }
@@ -99,15 +114,23 @@ pub struct Media {
 
 /// A kernel that crashed during boot (a panic, QEMU gone) is booted once more:
 /// under TCG on a loaded machine a Debian 6.12 kernel was seen to die once in an
-/// interrupt at 1.3 s (RIP inside a jump instruction) and boot fine the next ten
-/// times. The first console is kept as `console-boot1.log` (the analysis warns of
+/// interrupt at 1.3 s (RIP inside a jump instruction) and boot fine the seven
+/// times tried after, loaded or not. The first console is kept as `console-boot1.log` (the analysis warns of
 /// it: a kernel that panics sometimes is a finding of its own); a kernel that
 /// crashes twice fails the boot. A boot that times out is not retried.
 pub const BOOT_ATTEMPTS: u32 = 2;
 
 /// Where the console of a crashed first boot is kept.
 pub fn first_boot_console(console: &Path) -> PathBuf {
-    console.with_file_name("console-boot1.log")
+    console.with_file_name(crate::rundir::FIRST_BOOT_CONSOLE)
+}
+
+/// What the progress says of a guest whose first boot crashed.
+pub fn crashed_once_note(console: &Path) -> String {
+    format!(
+        "the kernel crashed at its first boot and came up at the second ({})",
+        first_boot_console(console).display()
+    )
 }
 
 /// How a boot attempt failed.
@@ -172,10 +195,7 @@ where
 fn kill_role(vms: &std::sync::Mutex<Vec<Vm>>, role: Role) {
     if let Ok(mut v) = vms.lock() {
         if let Some(i) = v.iter().position(|x| x.role == role) {
-            let mut vm = v.remove(i);
-            let _ = vm.child.kill();
-            let _ = vm.child.wait();
-            let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(vm.child.id().to_string()));
+            v.remove(i).kill();
         }
     }
 }
@@ -196,11 +216,7 @@ async fn boot_once(
                 .context("qemu-system-x86_64 not found: install qemu-system-x86")
         })
         .map_err(BootFailure::Other)?;
-    let _ = std::fs::create_dir_all(VM_STATE_DIR);
-    let _ = std::fs::write(
-        Path::new(VM_STATE_DIR).join(child.id().to_string()),
-        format!("{role} {}\n", console.display()),
-    );
+    note_vm(child.id(), role, console);
     vms.lock()
         .map_err(|_| BootFailure::Other(anyhow!("vm list poisoned")))?
         .push(Vm { role, child });
@@ -263,11 +279,7 @@ async fn boot_detached_once(
         let _ = child.wait();
         return Err(BootFailure::Other(e.into()));
     }
-    let _ = std::fs::create_dir_all(VM_STATE_DIR);
-    let _ = std::fs::write(
-        Path::new(VM_STATE_DIR).join(pid.to_string()),
-        format!("{role} {}\n", console.display()),
-    );
+    note_vm(pid, role, console);
     let child_cell = std::sync::Mutex::new(&mut child);
     let exited = || {
         child_cell
@@ -280,7 +292,7 @@ async fn boot_detached_once(
     if res.is_err() {
         let _ = child.kill();
         let _ = child.wait();
-        let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(pid.to_string()));
+        forget_vm(pid);
     }
     res.map(|()| port)
 }
@@ -301,7 +313,7 @@ pub fn kill_detached(pid_file: &Path, marker: &str) -> bool {
             c.contains("qemu-system") && c.contains(marker)
         })
         .unwrap_or(false);
-    let _ = std::fs::remove_file(Path::new(VM_STATE_DIR).join(pid.to_string()));
+    forget_vm(pid);
     if !ours {
         return false;
     }
