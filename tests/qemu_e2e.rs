@@ -255,3 +255,90 @@ fn debian_6_1_to_6_12_upgrade_reads_honestly() {
         );
     }
 }
+
+/// A guest whose kernel crashes mid-run is booted and captured again, once, and the
+/// report says so. The candidate's server panics its kernel (sysrq `c`) 2 s into
+/// the first repeat when the uploaded folder holds `crash-once`; the client, run
+/// here, removes that file, so the second boot's upload no longer has it.
+#[test]
+fn guest_kernel_crash_mid_run_is_captured_again() {
+    assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
+    let _lock = lab_lock();
+    let before = qemu_pids();
+    let tmp = tempfile::tempdir().unwrap();
+    let files = tmp.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let marker = files.join("crash-once");
+    std::fs::write(&marker, "").unwrap();
+    let pb = tmp.path().join("crash.yaml");
+    std::fs::write(
+        &pb,
+        format!(
+            r#"name: qemu-crash
+hosts:
+  baseline: {{ provider: qemu, kernel: {{ package: linux-image-amd64 }} }}
+  candidate: {{ provider: qemu, kernel: {{ package: linux-image-amd64 }} }}
+deploy:
+  - upload: {{ from: files/, to: "{{{{ files }}}}" }}
+workload:
+  server: "sleep 2; if [ {{{{ role }}}} = candidate ] && [ -e {{{{ files }}}}/crash-once ]; then echo c > /proc/sysrq-trigger; fi; sleep 60"
+  client: {{ from: orchestrator, run: "rm -f {marker}; sleep 5; echo 'ops 100'" }}
+  timeout: 60
+  metrics:
+    ops: {{ regex: 'ops ([0-9]+)', better: higher }}
+capture:
+  perf: {{ frequency: 99, call_graph: fp, during: workload }}
+  repeat: 1
+"#,
+            marker = marker.display()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = kdelta_run(&pb, &out).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    let left: Vec<String> = qemu_pids()
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(left.is_empty(), "QEMU left running: {left:?}");
+    assert!(
+        matches!(o.status.code(), Some(0..=2)),
+        "exit {:?}\n{stdout}\n{stderr}",
+        o.status.code()
+    );
+    assert!(
+        stderr.contains("candidate: the guest's kernel crashed during the run"),
+        "{stderr}"
+    );
+    let run = only_run_dir(&out);
+    let rec = read_json(&run.join("run.json"));
+    assert_eq!(rec["status"], "ok", "{rec}");
+    let resumes = rec["resumes"].as_array().unwrap();
+    assert_eq!(resumes.len(), 1, "{rec}");
+    assert!(
+        resumes[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("sysrq triggered crash"),
+        "{rec}"
+    );
+    let kept = run.join("hosts/candidate.attempt-1/console.log");
+    assert!(
+        std::fs::read_to_string(&kept)
+            .unwrap()
+            .contains("Kernel panic - not syncing"),
+        "{}",
+        kept.display()
+    );
+    let s = read_json(&run.join("summary.json"));
+    let warned = s["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("crashed during the run"));
+    assert!(warned, "{}", s["warnings"]);
+}

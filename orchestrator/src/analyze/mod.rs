@@ -2,6 +2,7 @@
 //! function, metric, config ([`crate::kconfig`]) and runtime ([`runtime`]) deltas with
 //! their statistics ([`stats`]). Reads files only: it never reaches a host.
 
+pub mod console;
 pub mod facts_read;
 pub mod fold;
 pub mod functions;

@@ -268,6 +268,9 @@ pub struct ResumeRecord {
     pub command: Vec<String>,
     /// Roles captured again; their earlier partial files moved to `hosts/<role>.attempt-N`.
     pub recaptured: Vec<Role>,
+    /// Why, when kdelta resumed on its own (a guest's kernel crashed mid-run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `hosts.json`: what was provisioned and how to tear it down.

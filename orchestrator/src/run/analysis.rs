@@ -492,6 +492,12 @@ fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>
             c.name
         ));
     }
+    for (attempt, line) in crashed_attempts(&c.dir) {
+        warnings.push(format!(
+            "{}: the guest's kernel crashed during the run ({line}; console kept in hosts/{attempt}/console.log) and the host was booted and captured again: a kernel that crashes sometimes is a finding of its own",
+            c.name
+        ));
+    }
     if c.profile.dropped_samples > 0 {
         warnings.push(format!(
             "{}: dropped {} samples with no readable frame",
@@ -505,6 +511,33 @@ fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>
         ));
     }
     Ok(())
+}
+
+/// The partial captures of this side kept aside (`hosts/<role>.attempt-N`) whose
+/// guest console shows a kernel crash: their folder names and the crash's line.
+fn crashed_attempts(dir: &Path) -> Vec<(String, String)> {
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.attempt", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let folder = e.file_name().to_string_lossy().into_owned();
+            if !folder.starts_with(&prefix) {
+                return None;
+            }
+            let console = crate::rundir::HostDir::at(&e.path()).console_log();
+            let text = std::fs::read_to_string(console).ok()?;
+            let line = crate::analyze::console::kernel_crash(&text)?;
+            Some((folder, line))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn config_delta(

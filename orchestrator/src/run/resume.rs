@@ -70,8 +70,13 @@ pub fn load_run_plan(
 }
 
 /// Moves the partial captures of the roles to capture again aside and records the
-/// resume in `rec`. Returns those roles.
-pub fn prepare(rd: &RunDir, rec: &mut RunRecord, command: &[String]) -> Result<Vec<Role>> {
+/// resume in `rec` (with `reason` when kdelta resumed on its own). Returns those roles.
+pub fn prepare(
+    rd: &RunDir,
+    rec: &mut RunRecord,
+    command: &[String],
+    reason: Option<String>,
+) -> Result<Vec<Role>> {
     let done = completed_roles(rd, rec);
     let todo: Vec<Role> = Role::ALL
         .into_iter()
@@ -95,6 +100,7 @@ pub fn prepare(rd: &RunDir, rec: &mut RunRecord, command: &[String]) -> Result<V
         at: utc_now(),
         command: command.to_vec(),
         recaptured: todo.clone(),
+        reason,
     });
     rec.status = PhaseStatus::Running;
     rec.error = None;

@@ -149,6 +149,13 @@ impl RunLog {
         self.save();
     }
 
+    /// Changes the record in place and saves it.
+    pub fn update<T>(&self, f: impl FnOnce(&mut RunRecord) -> T) -> T {
+        let out = f(&mut self.rec());
+        self.save();
+        out
+    }
+
     pub fn snapshot(&self) -> RunRecord {
         self.rec().clone()
     }
