@@ -55,14 +55,60 @@ fn run_shipped(
         .filter(|p| !before.contains(p))
         .collect();
     assert!(left.is_empty(), "QEMU left running: {left:?}");
+    // A failure shows the guests' consoles too: a kernel that crashed says so there.
+    let consoles = || {
+        let mut t = String::new();
+        for role in ["baseline", "candidate"] {
+            for f in glob_consoles(&out, role) {
+                let text = std::fs::read_to_string(&f).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                t += &format!("--- {}\n", f.display());
+                t += &tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+                t += "\n";
+            }
+        }
+        t
+    };
     assert!(
         matches!(o.status.code(), Some(0..=2)),
-        "exit {:?}\n{stdout}\n{stderr}",
-        o.status.code()
+        "exit {:?}\n{stdout}\n{stderr}\n{}",
+        o.status.code(),
+        consoles()
     );
     let run = only_run_dir(&out);
     let s = read_json(&run.join("summary.json"));
     (lock, tmp, run, s)
+}
+
+/// The consoles of `role` in the run folders under `out`: `console.log`, the
+/// crashed first boot's, and those of partial captures kept aside.
+fn glob_consoles(out: &std::path::Path, role: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for run in std::fs::read_dir(out).into_iter().flatten().flatten() {
+        for host in std::fs::read_dir(run.path().join("hosts"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if host.file_name().to_string_lossy().starts_with(role) {
+                for f in std::fs::read_dir(host.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("console")
+                        && name.ends_with(".log")
+                        && !name.contains("qemu")
+                    {
+                        found.push(f.path());
+                    }
+                }
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 #[test]
