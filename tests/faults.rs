@@ -1140,4 +1140,49 @@ fn verify_interrupted_while_reverted_puts_the_state_back() {
         "teardown put the ruleset back\n{}",
         o.stderr
     );
+
+    // `run --resume` would measure the playbook, not the revert: it is refused.
+    let vrun = only_run_dir(&vout);
+    let refused = said(kdelta().arg("run").arg("--resume").arg(&vrun));
+    assert_ne!(refused.code, Some(0));
+    assert!(
+        refused.stderr.contains("verify RUN_DIR --resume"),
+        "{}",
+        refused.stderr
+    );
+    // `verify --resume` continues the interrupted run in its own folder.
+    std::fs::write(&pause, "1").unwrap();
+    let o = said(kdelta().arg("verify").arg(&run).args([
+        "--cause",
+        "netfilter.nft_rules",
+        "--repeat",
+        "2",
+        "--resume",
+    ]));
+    assert!(matches!(o.code, Some(0..=2)), "{}\n{}", o.stdout, o.stderr);
+    assert_eq!(only_run_dir(&vout), vrun, "no new verify run");
+    let rec = run_record(&vout).unwrap();
+    assert_eq!(rec["status"], "ok", "{rec}");
+    assert_eq!(rec["resumes"].as_array().unwrap().len(), 1, "{rec}");
+    let v = read_json(&vrun.join("verify.json"));
+    assert_eq!(v["items"][0]["key"], "netfilter.nft_rules", "{v}");
+    assert!(
+        o.stdout.contains("reverting netfilter.nft_rules"),
+        "{}",
+        o.stdout
+    );
+    assert_eq!(
+        rules(),
+        before,
+        "the ruleset is back after the resumed verify"
+    );
+    // A finished verify is not resumed again.
+    let again =
+        said(
+            kdelta()
+                .arg("verify")
+                .arg(&run)
+                .args(["--cause", "netfilter.nft_rules", "--resume"]),
+        );
+    assert!(again.stderr.contains("finished"), "{}", again.stderr);
 }

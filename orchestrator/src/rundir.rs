@@ -139,6 +139,11 @@ impl RunDir {
     pub fn folded(&self, role: Role) -> PathBuf {
         self.root.join(format!("{role}.folded"))
     }
+    /// What a `kdelta verify` run (or a bisect step) reverts, written before it
+    /// starts: it marks the run as one only `verify --resume` can continue.
+    pub fn verify_items(&self) -> PathBuf {
+        self.root.join("verify-items.json")
+    }
     pub fn host(&self, role: Role) -> HostDir {
         HostDir {
             path: self.root.join("hosts").join(role.as_str()),

@@ -262,6 +262,10 @@ enum Cmd {
         /// Folder for the verify run directory (default: RUN_DIR/verify).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Continue the newest verify run in that folder that was interrupted or
+        /// failed (give the same --cause): what it captured in full is kept.
+        #[arg(long)]
+        resume: bool,
         #[command(flatten)]
         analysis: AnalysisArgs,
     },
@@ -446,6 +450,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
             cause,
             repeats,
             out: dir,
+            resume,
             analysis,
         } => {
             let dir = dir.unwrap_or_else(|| past.run_dir.join("verify"));
@@ -455,6 +460,7 @@ async fn dispatch(cli: Cli) -> Result<i32> {
                 cause,
                 repeat: repeats.repeat,
                 max_repeats: repeats.max_repeats,
+                resume,
             };
             verify(req, opts(dir, analysis, None)).await
         }
@@ -475,7 +481,11 @@ async fn verify(req: crate::verify::VerifyRequest, opts: RunOptions) -> Result<i
             error: v.error,
             interrupted: v.interrupted,
         };
-        return Ok(run_failed(&o, "run.json says which phase failed"));
+        let how = format!(
+            "run.json says which phase failed; `kdelta verify {} --resume` with the same --cause continues it",
+            req.run_dir.display()
+        );
+        return Ok(run_failed(&o, &how));
     };
     out(&rec.headline)?;
     out(format!("report: {}", v.dir.join("report.html").display()))?;

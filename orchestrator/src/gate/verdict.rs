@@ -4,7 +4,6 @@
 //! *unknown* inconclusive. The headline names what decided it, with the numbers the
 //! metric table shows. Without workload metrics the profile decides. Pure.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use crate::format::pct;
@@ -59,9 +58,8 @@ fn lead_key(m: &MetricDelta) -> (bool, f64) {
 pub fn verdict(v: &VerdictInput) -> (VerdictStatus, String) {
     let largest = |s: DecisionStatus| {
         v.metrics.iter().filter(|m| status(m) == s).max_by(|x, y| {
-            lead_key(x)
-                .partial_cmp(&lead_key(y))
-                .unwrap_or(Ordering::Equal)
+            let ((ox, sx), (oy, sy)) = (lead_key(x), lead_key(y));
+            ox.cmp(&oy).then(sx.total_cmp(&sy))
         })
     };
     if let Some(m) = largest(DecisionStatus::Regression) {

@@ -24,6 +24,9 @@ pub struct VerifyView {
     pub how: String,
     /// What really differed between the two states (Kconfig drags dependents).
     pub applied: Vec<String>,
+    /// Runtime values that differed as a consequence (confounders, not knobs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follows: Vec<String>,
     pub recoveries: Vec<Recovery>,
     /// Busy-CPU points the item explains in the verify run, and originally.
     pub cpu_points: Option<f64>,

@@ -105,8 +105,19 @@ fn work_folder(rd: &RunDir) -> String {
 
 /// Runs a playbook end to end. Never returns before teardown has run.
 pub async fn run(plan: &Plan, opts: &RunOptions) -> Result<Outcome> {
+    run_noting(plan, opts, |_| Ok(())).await
+}
+
+/// [`run`], with `note` writing what the caller keeps in the new run directory
+/// before anything runs (verify: what it reverts, for `--resume`).
+pub async fn run_noting(
+    plan: &Plan,
+    opts: &RunOptions,
+    note: impl FnOnce(&Path) -> Result<()>,
+) -> Result<Outcome> {
     let rd = RunDir::create(&opts.out, &plan.name)?;
     rundir::write_atomic(&rd.playbook(), plan.text.as_bytes())?;
+    note(rd.root())?;
     let log = RunLog::new(
         &rd,
         RunRecord {
@@ -143,9 +154,13 @@ pub async fn resume(
     opts: &RunOptions,
 ) -> Result<Outcome> {
     let rd = RunDir::open(dir);
-    let todo = resume::prepare(&rd, &mut rec, &opts.command_line, None)?;
+    // verify's live toggle measures both sides on the candidate's host, in turns:
+    // both are captured again, by provisioning that one host.
+    let toggled = opts.toggle.is_some();
+    let todo = resume::prepare(&rd, &mut rec, &opts.command_line, None, toggled)?;
+    let roles = if toggled { vec![Role::Candidate] } else { todo };
     let log = RunLog::new(&rd, rec);
-    execute(plan, &rd, &log, &todo, opts).await
+    execute(plan, &rd, &log, &roles, opts).await
 }
 
 /// Provisions, captures `roles`, tears down, analyses: the body of `run` and `resume`.
@@ -203,7 +218,9 @@ async fn execute(
         progress.println(&format!(
             "kdelta: {why}: booting it again and capturing again (once; the crash's console is kept)"
         ));
-        match log.update(|rec| resume::prepare(rd, rec, &opts.command_line, Some(why.clone()))) {
+        match log
+            .update(|rec| resume::prepare(rd, rec, &opts.command_line, Some(why.clone()), false))
+        {
             Ok(todo) => roles = todo,
             Err(e) => {
                 let e = result

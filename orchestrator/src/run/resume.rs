@@ -30,6 +30,14 @@ pub fn completed_roles(rd: &RunDir, rec: &RunRecord) -> Vec<Role> {
 /// Reads a run directory's run.json and the playbook it ran, checking that the
 /// playbook did not change since.
 pub fn load_for_resume(dir: &Path, playbook: Option<&Path>) -> Result<(Plan, RunRecord)> {
+    // Its plan is the playbook changed by verify (a reverted host, a toggle): the
+    // playbook alone would measure something else.
+    if RunDir::open(dir).verify_items().is_file() {
+        bail!(
+            "{} is a `kdelta verify` run (or a bisect step): continue it with `kdelta verify RUN_DIR --resume` and the same --cause (a bisect: run the same `kdelta bisect` again)",
+            dir.display()
+        );
+    }
     let hint = format!("kdelta run PLAYBOOK --resume {}", dir.display());
     load_run_plan(dir, playbook, "resume", &hint)
 }
@@ -70,14 +78,20 @@ pub fn load_run_plan(
 }
 
 /// Moves the partial captures of the roles to capture again aside and records the
-/// resume in `rec` (with `reason` when kdelta resumed on its own). Returns those roles.
+/// resume in `rec` (with `reason` when kdelta resumed on its own); `everything`
+/// captures finished roles again too. Returns those roles.
 pub fn prepare(
     rd: &RunDir,
     rec: &mut RunRecord,
     command: &[String],
     reason: Option<String>,
+    everything: bool,
 ) -> Result<Vec<Role>> {
-    let done = completed_roles(rd, rec);
+    let done = if everything {
+        Vec::new()
+    } else {
+        completed_roles(rd, rec)
+    };
     let todo: Vec<Role> = Role::ALL
         .into_iter()
         .filter(|r| !done.contains(r))

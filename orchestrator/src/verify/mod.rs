@@ -44,6 +44,9 @@ pub struct VerifyRequest {
     pub cause: Option<String>,
     pub repeat: Option<Repeat>,
     pub max_repeats: Option<u32>,
+    /// Continue the newest verify run in the output folder that did not finish
+    /// (the same item), instead of starting one.
+    pub resume: bool,
 }
 
 /// What a revert showed.
@@ -89,6 +92,12 @@ pub struct VerifyRecord {
     /// drags dependents along with an option, so this can be more than the item.
     #[serde(default)]
     pub applied: Vec<String>,
+    /// Runtime values that differed too but are no knobs (the analysis' confounders:
+    /// sizes the kernel takes from memory or CPUs such as `fs.file-max`, the
+    /// kernel's build string): consequences of the change, apart from `applied` so
+    /// they do not read as part of the revert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follows: Vec<String>,
     pub finding: Finding,
     pub headline: String,
     pub recoveries: Vec<Recovery>,
@@ -135,7 +144,11 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
             toggle: Some(t),
         }
     };
-    let report = measure(dir, &plan, &original, what, &opts).await?;
+    let resume = match req.resume {
+        true => Some(unfinished(&opts.out, &what.items[0].key)?),
+        false => None,
+    };
+    let report = measure_or_resume(dir, &plan, &original, what, &opts, resume).await?;
     if let Some(rec) = &report.record {
         let view = proof::verify_view(rec, &report.dir, dir);
         // verify.json holds it all: a report that cannot be rendered again is a warning.
@@ -151,6 +164,60 @@ pub fn needs_new_host(key: &str) -> bool {
     key.starts_with("CONFIG_") || key.starts_with("cmdline.")
 }
 
+/// The newest verify run under `out` that did not finish, checked to be a verify
+/// of `key` (its recorded item): what `--resume` continues.
+fn unfinished(out: &Path, key: &str) -> Result<PathBuf> {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(out)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    runs.sort();
+    let last = runs.into_iter().rev().find_map(|p| {
+        let rec = RunDir::open(&p).read_run_record().ok()?;
+        let started = read_started(&p)?;
+        Some((p, rec, started))
+    });
+    let Some((path, rec, started)) = last else {
+        bail!(
+            "--resume: no verify run in {} to continue; run `kdelta verify` without --resume",
+            out.display()
+        );
+    };
+    if rec.status == crate::model::PhaseStatus::Ok {
+        bail!(
+            "--resume: the last verify run ({}) finished; run `kdelta verify` without --resume for a new one",
+            path.display()
+        );
+    }
+    if started.key() != key {
+        bail!(
+            "--resume: the unfinished verify run {} reverts {}, not {key}; give --cause {} to continue it",
+            path.display(),
+            started.key(),
+            started.key()
+        );
+    }
+    Ok(path)
+}
+
+/// What a verify run reverts, written before it starts (`verify-items.json`), so
+/// `--resume` knows what an unfinished one was doing.
+#[derive(Debug, Serialize, Deserialize)]
+struct Started {
+    items: Vec<Item>,
+}
+
+impl Started {
+    fn key(&self) -> String {
+        let keys: Vec<&str> = self.items.iter().map(|i| i.key.as_str()).collect();
+        keys.join(", ")
+    }
+}
+
+fn read_started(run: &Path) -> Option<Started> {
+    let text = std::fs::read_to_string(RunDir::open(run).verify_items()).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 /// Runs `plan` (its baseline the reverted candidate, or `opts.toggle` set) and
 /// compares what it measured with the original run `dir`.
 pub async fn measure(
@@ -160,9 +227,34 @@ pub async fn measure(
     what: Reverted,
     opts: &RunOptions,
 ) -> Result<VerifyReport> {
+    measure_or_resume(dir, plan, original, what, opts, None).await
+}
+
+/// [`measure`], or the unfinished verify run `resume` continued: what it captured
+/// in full is kept, the rest captured again with the same plan.
+async fn measure_or_resume(
+    dir: &Path,
+    plan: &Plan,
+    original: &Summary,
+    what: Reverted,
+    opts: &RunOptions,
+    resume: Option<PathBuf>,
+) -> Result<VerifyReport> {
     let mut opts = opts.clone();
     opts.gate = None;
-    let o = crate::run::run(plan, &opts).await?;
+    let started = Started {
+        items: what.items.clone(),
+    };
+    let o = match resume {
+        Some(run) => {
+            let rec = RunDir::open(&run).read_run_record()?;
+            crate::run::resume(&run, plan, rec, &opts).await?
+        }
+        None => {
+            let note = |d: &Path| write_json(&RunDir::open(d).verify_items(), &started);
+            crate::run::run_noting(plan, &opts, note).await?
+        }
+    };
     let mut report = VerifyReport {
         dir: o.dir.clone(),
         record: None,
@@ -232,17 +324,23 @@ pub struct Reverted {
 }
 
 /// The delta the verify run itself measured between its two hosts, candidate value
-/// first (the direction of the revert).
-fn applied(verify: &Summary) -> Vec<String> {
+/// first (the direction of the revert): what was applied, and the runtime values
+/// that follow from it (confounders: no knob set them).
+fn applied(verify: &Summary) -> (Vec<String>, Vec<String>) {
     let config = verify
         .config_delta
         .iter()
         .map(|c| format!("{}: {} → {}", c.option, c.candidate, c.baseline));
-    let runtime = verify
+    let (follows, runtime): (Vec<_>, Vec<_>) = verify
         .runtime_delta
         .iter()
-        .map(|r| format!("{}: {} → {}", r.key, r.candidate, r.baseline));
-    config.chain(runtime).collect()
+        .partition(|r| r.kind == crate::model::KeyKind::Confounder);
+    let show =
+        |r: &crate::model::RuntimeChange| format!("{}: {} → {}", r.key, r.candidate, r.baseline);
+    (
+        config.chain(runtime.into_iter().map(show)).collect(),
+        follows.into_iter().map(show).collect(),
+    )
 }
 
 fn record(
@@ -272,7 +370,7 @@ fn record(
         .collect();
     let finding = finding(&recoveries, &decisions);
     let (now, then) = (points(verify), points(original));
-    let applied = applied(verify);
+    let (applied, follows) = applied(verify);
     let mut headline = headline(&what, finding, &recoveries, now, then);
     // Runtime values that follow from the kernel (memory-scaled sysctls) are in
     // `applied` too, but only options are what Kconfig dragged along.
@@ -292,6 +390,7 @@ fn record(
     VerifyRecord {
         run_dir: dir.display().to_string(),
         applied,
+        follows,
         items: what.items,
         how: what.how,
         toggle: what.toggle,
@@ -369,4 +468,39 @@ fn headline(
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ConfigChange, KeyKind, RuntimeChange};
+
+    #[test]
+    fn values_sized_from_memory_are_apart_from_what_the_revert_applied() {
+        let change = |key: &str, b: &str, c: &str, kind| RuntimeChange {
+            key: key.into(),
+            baseline: b.into(),
+            candidate: c.into(),
+            kind,
+        };
+        let s = Summary {
+            config_delta: vec![ConfigChange {
+                option: "CONFIG_KASAN".into(),
+                baseline: "n".into(),
+                candidate: "y".into(),
+                kind: Default::default(),
+            }],
+            runtime_delta: vec![
+                change("fs.file-max", "200000", "180000", KeyKind::Confounder),
+                change("cmdline.slub_debug", "(absent)", "FZPU", KeyKind::Knob),
+            ],
+            ..Default::default()
+        };
+        let (applied, follows) = applied(&s);
+        assert_eq!(
+            applied,
+            ["CONFIG_KASAN: y → n", "cmdline.slub_debug: FZPU → (absent)"]
+        );
+        assert_eq!(follows, ["fs.file-max: 180000 → 200000"]);
+    }
 }

@@ -49,6 +49,7 @@ pub fn verify_view(rec: &VerifyRecord, verify_dir: &Path, run_dir: &Path) -> Ver
         reverted: rec.items.iter().map(|i| i.show()).collect(),
         how: how_words(rec.how).to_string(),
         applied: rec.applied.clone(),
+        follows: rec.follows.clone(),
         recoveries: rec.recoveries.clone(),
         cpu_points: rec.cpu_points,
         original_cpu_points: rec.original_cpu_points,
