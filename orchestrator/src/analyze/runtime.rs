@@ -102,6 +102,12 @@ fn derived_sysctl(k: &str) -> bool {
         "kernel.sched_util_clamp_min_rt_default",
         "net.ipv4.ip_local_reserved_ports",
         "vm.watermark_scale_factor",
+        // Sized from memory at boot too (seen moving with KASAN's shadow memory in
+        // a verify run: no knob was set).
+        "fs.epoll.max_user_watches",
+        "net.ipv4.inet_peer_threshold",
+        "vm.user_reserve_kbytes",
+        "vm.admin_reserve_kbytes",
     ];
     EXACT.contains(&k)
         || k.starts_with("user.max_")
