@@ -102,6 +102,19 @@ fn worse_better(w: f64) -> String {
     }
 }
 
+/// A metric that is itself a share — unit `%` (0–100), or `share`/`fraction`
+/// (0–1) — also in points: a share going 9% → 84% is "829% worse" as a relative
+/// change, which the test uses (on log ratios) but nobody reads well.
+fn points(m: &MetricDelta) -> Option<String> {
+    let scale = match m.unit.as_str() {
+        "%" => 1.0,
+        "share" | "fraction" => 100.0,
+        _ => return None,
+    };
+    let (b, c) = (m.baseline * scale, m.candidate * scale);
+    (b.is_finite() && c.is_finite()).then(|| format!("{b:.1}% → {c:.1}%, {:+.1} points", c - b))
+}
+
 /// Decides a metric from its repeats alone.
 pub fn decide(m: &MetricDelta, limit: f64, alpha: f64) -> MetricDecision {
     let s = m.better.worsening_sign();
@@ -214,9 +227,10 @@ fn reason(
         pval(p)
     );
     let limit = pct(d.limit);
+    let points = points(m).map(|p| format!(" ({p})")).unwrap_or_default();
     match d.status {
         DecisionStatus::Regression | DecisionStatus::Improvement => format!(
-            "{} {}{consistent} ({numbers}), beyond the {limit} limit",
+            "{} {}{points}{consistent} ({numbers}), beyond the {limit} limit",
             m.name,
             worse_better(w)
         ),
@@ -226,7 +240,7 @@ fn reason(
             worse_better(w)
         ),
         DecisionStatus::Unknown => format!(
-            "{} {} but the interval straddles {} ({numbers}){}",
+            "{} {}{points} but the interval straddles {} ({numbers}){}",
             m.name,
             worse_better(w),
             if w.abs() >= lim { "zero" } else { "the limit" },
@@ -274,9 +288,10 @@ pub fn with_cpu_evidence(d: &mut MetricDecision, m: &MetricDelta, ev: Option<&Cp
     d.decided_by = DecidedBy::CpuEvidence;
     d.pairs_needed = None;
     d.reason = format!(
-        "{} {} in every repeat (at least {}; {} pairs: too few for the metric's test alone{}); CPU evidence decisive: {} = {} takes {} points {} of the {}'s busy CPU (high confidence, p = {})",
+        "{} {}{} in every repeat (at least {}; {} pairs: too few for the metric's test alone{}); CPU evidence decisive: {} = {} takes {} points {} of the {}'s busy CPU (high confidence, p = {})",
         m.name,
         worse_better(d.worsening.unwrap_or(least)),
+        points(m).map(|p| format!(" ({p})")).unwrap_or_default(),
         worse_better(least),
         d.pairs,
         d.p_value.map(|p| format!(", p = {}", pval(p))).unwrap_or_default(),
@@ -413,6 +428,28 @@ mod tests {
 
     fn close(x: f64, y: f64, tol: f64) -> bool {
         (x - y).abs() <= tol
+    }
+
+    #[test]
+    fn a_share_metric_also_says_its_change_in_points() {
+        let mut m = metric(Better::Lower, &[0.09, 0.10], &[0.83, 0.84], true);
+        m.name = "frames_lost".into();
+        m.unit = "share".into();
+        (m.baseline, m.candidate) = (0.095, 0.835);
+        let d = decide(&m, 0.1, ALPHA);
+        assert!(
+            d.reason.starts_with("frames_lost ")
+                && d.reason.contains("worse (9.5% → 83.5%, +74.0 points)"),
+            "{}",
+            d.reason
+        );
+        m.unit = "%".into();
+        (m.baseline, m.candidate) = (2.8, 3.6);
+        assert!(decide(&m, 0.1, ALPHA)
+            .reason
+            .contains("(2.8% → 3.6%, +0.8 points)"));
+        m.unit = "bit/s".into();
+        assert!(!decide(&m, 0.1, ALPHA).reason.contains("points"));
     }
 
     #[test]
