@@ -1079,14 +1079,17 @@ fn verify_interrupted_while_reverted_puts_the_state_back() {
         .status()
         .unwrap();
     assert!(st.success());
-    // The workload sleeps as long as a file on this machine says (lab hosts share its
-    // filesystem): a second in the run, long enough to be caught in during verify
-    // (which must run the playbook the run ran).
-    let pause = tmp.path().join("pause");
+    // The workload sleeps as long as a file on this machine says for its repeat (lab
+    // hosts share its filesystem): a second in the run, long enough to be caught in
+    // during verify (which must run the playbook the run ran).
+    let pause = |rep: u32| tmp.path().join(format!("pause-{rep}"));
     let pb = tmp.path().join("pb.yaml");
     let text = lab.ssh_playbook(None, "").replace(
         "sleep 1;",
-        &format!("sleep $(cat {} 2>/dev/null || echo 1);", pause.display()),
+        &format!(
+            "sleep $(cat {}-{{{{ repeat }}}} 2>/dev/null || echo 1);",
+            tmp.path().join("pause").display()
+        ),
     );
     std::fs::write(&pb, &text).unwrap();
     let out = tmp.path().join("out");
@@ -1102,56 +1105,68 @@ fn verify_interrupted_while_reverted_puts_the_state_back() {
     };
     let before = rules();
     assert!(before > 50, "the candidate has its ruleset: {before} lines");
-    std::fs::write(&pause, "30").unwrap();
     let vout = run.join("verify");
-    let mut c = kdelta();
-    c.arg("verify")
-        .arg(&run)
-        .args(["--cause", "netfilter.nft_rules", "--repeat", "2"]);
-    let mut kd = start(c, &vout);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !run_record(&vout).is_some_and(|r| {
-        r["phases"].as_array().is_some_and(|ps| {
-            ps.iter().any(|p| {
-                p["name"] == "workload 1/2" && p["host"] == "baseline" && p["status"] == "running"
+    // Starts verify (with `extra` arguments), waits until `host` runs `phase`, checks
+    // the ruleset then, and interrupts it: the ruleset must be back afterwards.
+    let interrupt_at = |extra: &[&str], phase: &str, host: &str, lines_then: usize| {
+        let mut c = kdelta();
+        c.arg("verify")
+            .arg(&run)
+            .args(["--cause", "netfilter.nft_rules", "--repeat", "2"])
+            .args(extra);
+        let mut kd = start(c, &vout);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !run_record(&vout).is_some_and(|r| {
+            r["phases"].as_array().is_some_and(|ps| {
+                ps.iter()
+                    .any(|p| p["name"] == phase && p["host"] == host && p["status"] == "running")
             })
-        })
-    }) {
-        if kd.child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-            let _ = kd.child.kill();
-            panic!(
-                "verify never reached the reverted side's workload: {}",
-                std::fs::read_to_string(&kd.err).unwrap_or_default()
-            );
+        }) {
+            if kd.child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = kd.child.kill();
+                panic!(
+                    "verify never reached {host}'s {phase}: {}",
+                    std::fs::read_to_string(&kd.err).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        rules(),
-        0,
-        "the reverted side runs with the ruleset flushed"
-    );
-    kd.signal(Signal::CtrlC);
-    let o = kd.finish();
-    o.expect(130, &["interrupted"]);
-    assert_eq!(
-        rules(),
-        before,
-        "teardown put the ruleset back\n{}",
-        o.stderr
-    );
+        assert_eq!(rules(), lines_then, "{host}'s ruleset during {phase}");
+        kd.signal(Signal::CtrlC);
+        let o = kd.finish();
+        o.expect(130, &["interrupted"]);
+        assert_eq!(
+            rules(),
+            before,
+            "teardown put the ruleset back\n{}",
+            o.stderr
+        );
+    };
+    // 1. Caught while the reverted side (the run's `baseline`) runs with the ruleset
+    //    flushed.
+    std::fs::write(pause(1), "30").unwrap();
+    interrupt_at(&[], "workload 1/2", "baseline", 0);
 
-    // `run --resume` would measure the playbook, not the revert: it is refused.
+    // `run --resume` would measure the playbook, not the revert: it is refused, with
+    // the command that continues it.
     let vrun = only_run_dir(&vout);
     let refused = said(kdelta().arg("run").arg("--resume").arg(&vrun));
     assert_ne!(refused.code, Some(0));
     assert!(
-        refused.stderr.contains("verify RUN_DIR --resume"),
+        refused
+            .stderr
+            .contains(&format!("kdelta verify {} --resume", run.display())),
         "{}",
         refused.stderr
     );
-    // `verify --resume` continues the interrupted run in its own folder.
-    std::fs::write(&pause, "1").unwrap();
+    // 2. `verify --resume` continues it, and is caught again in the last repeat of
+    //    the reverted side (pairs go A B, B A: the candidate has all its repeats).
+    std::fs::remove_file(pause(1)).unwrap();
+    std::fs::write(pause(2), "30").unwrap();
+    interrupt_at(&["--resume"], "workload 2/2", "baseline", 0);
+    assert_eq!(only_run_dir(&vout), vrun, "no new verify run");
+    // 3. Resumed to the end: one host in two states, so both are taken again.
+    std::fs::remove_file(pause(2)).unwrap();
     let o = said(kdelta().arg("verify").arg(&run).args([
         "--cause",
         "netfilter.nft_rules",
@@ -1163,7 +1178,21 @@ fn verify_interrupted_while_reverted_puts_the_state_back() {
     assert_eq!(only_run_dir(&vout), vrun, "no new verify run");
     let rec = run_record(&vout).unwrap();
     assert_eq!(rec["status"], "ok", "{rec}");
-    assert_eq!(rec["resumes"].as_array().unwrap().len(), 1, "{rec}");
+    let resumes = rec["resumes"].as_array().unwrap();
+    assert_eq!(resumes.len(), 2, "{rec}");
+    assert_eq!(
+        resumes[1]["recaptured"],
+        serde_json::json!(["baseline", "candidate"]),
+        "{rec}"
+    );
+    for role in ["baseline", "candidate"] {
+        let m = read_json(&vrun.join("hosts").join(role).join("metrics.json"));
+        assert_eq!(
+            m["metrics"][0]["values"].as_array().unwrap().len(),
+            2,
+            "{role}: {m}"
+        );
+    }
     let v = read_json(&vrun.join("verify.json"));
     assert_eq!(v["items"][0]["key"], "netfilter.nft_rules", "{v}");
     assert!(
@@ -1184,5 +1213,6 @@ fn verify_interrupted_while_reverted_puts_the_state_back() {
                 .arg(&run)
                 .args(["--cause", "netfilter.nft_rules", "--resume"]),
         );
+    assert_ne!(again.code, Some(0));
     assert!(again.stderr.contains("finished"), "{}", again.stderr);
 }

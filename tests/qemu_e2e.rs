@@ -365,6 +365,12 @@ capture:
     assert_eq!(rec["status"], "ok", "{rec}");
     let resumes = rec["resumes"].as_array().unwrap();
     assert_eq!(resumes.len(), 1, "{rec}");
+    // Both sides again, on fresh boots: the pairs stay balanced.
+    assert_eq!(
+        resumes[0]["recaptured"],
+        serde_json::json!(["baseline", "candidate"]),
+        "{rec}"
+    );
     assert!(
         resumes[0]["reason"]
             .as_str()
@@ -381,10 +387,10 @@ capture:
         kept.display()
     );
     let s = read_json(&run.join("summary.json"));
-    let warned = s["warnings"]
+    let said = s["caveats"]
         .as_array()
         .unwrap()
         .iter()
         .any(|w| w.as_str().unwrap().contains("crashed during the run"));
-    assert!(warned, "{}", s["warnings"]);
+    assert!(said, "{}", s["caveats"]);
 }

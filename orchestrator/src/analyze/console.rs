@@ -12,12 +12,19 @@ pub fn kernel_crash(console: &str) -> Option<String> {
         .map(|l| l.chars().take(200).collect())
 }
 
+/// The crash on the console of a host folder (a guest's `console.log`), if any.
+pub fn crash_in(host: &crate::rundir::HostDir) -> Option<String> {
+    kernel_crash(&std::fs::read_to_string(host.console_log()).ok()?)
+}
+
 fn is_crash_line(line: &str) -> bool {
-    const MARKERS: [&str; 6] = [
+    // Not a bare "general protection fault": a user process's trap prints that too
+    // (`traps: foo[123] general protection fault ip:…`); the kernel's own carries
+    // its oops count, seen below.
+    const MARKERS: [&str; 5] = [
         "Kernel panic - not syncing",
         "Oops:",
         "kernel BUG at ",
-        "general protection fault",
         "BUG: unable to handle",
         "BUG: kernel NULL pointer dereference",
     ];
@@ -63,6 +70,10 @@ mod tests {
             kernel_crash("Kernel panic - not syncing: VFS: Unable to mount root fs\n").is_some()
         );
         assert!(kernel_crash("[  9.000000] kernel BUG at mm/slub.c:435!\n").is_some());
+        assert!(kernel_crash(
+            "general protection fault, probably for non-canonical address 0x1: 0000 [#1] SMP\n"
+        )
+        .is_some());
     }
 
     #[test]
@@ -70,6 +81,7 @@ mod tests {
         let c = "[ 5.0] BUG: KASAN: slab-out-of-bounds in foo+0x1/0x2\n\
                  [ 6.0] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [perf:77]\n\
                  [ 7.0] WARNING: CPU: 1 PID: 9 at net/core/dev.c:1 bar+0x3/0x4\n\
+                 [ 8.0] traps: ffmpeg[412] general protection fault ip:7f00 sp:7ffe error:0 in libc.so.6\n\
                  KDELTA-READY 6.1.0-57-amd64\n";
         assert_eq!(kernel_crash(c), None);
         assert_eq!(kernel_crash(""), None);

@@ -482,7 +482,7 @@ async fn verify(req: crate::verify::VerifyRequest, opts: RunOptions) -> Result<i
             interrupted: v.interrupted,
         };
         let how = format!(
-            "run.json says which phase failed; `kdelta verify {} --resume` with the same --cause continues it",
+            "run.json says which phase failed; `kdelta verify {} --resume` with the same --cause (and --out, --playbook if given) continues it",
             req.run_dir.display()
         );
         return Ok(run_failed(&o, &how));

@@ -51,7 +51,7 @@ pub struct CommandError {
 /// The host stopped answering in the middle of a command: its sshd died, it
 /// rebooted, or the network dropped. The root cause of whatever failed with it.
 #[derive(Debug, thiserror::Error)]
-#[error("{role}: the SSH connection to {destination} was lost during `{what}` (sshd died, the host rebooted or the network dropped); what was captured before is kept, `kdelta run --resume RUN_DIR` captures this host again")]
+#[error("{role}: the SSH connection to {destination} was lost during `{what}` (sshd died, the host rebooted or the network dropped); what was captured before is kept, `--resume` captures this host again (`kdelta run --resume RUN_DIR`, or the same `kdelta verify` with --resume)")]
 pub struct ConnectionLost {
     pub role: Role,
     pub destination: String,

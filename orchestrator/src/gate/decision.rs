@@ -112,7 +112,8 @@ fn points(m: &MetricDelta) -> Option<String> {
         _ => return None,
     };
     let (b, c) = (m.baseline * scale, m.candidate * scale);
-    (b.is_finite() && c.is_finite()).then(|| format!("{b:.1}% → {c:.1}%, {:+.1} points", c - b))
+    (b.is_finite() && c.is_finite())
+        .then(|| format!("{b:.1}% → {c:.1}%, {:+.1} percentage points", c - b))
 }
 
 /// Decides a metric from its repeats alone.
@@ -439,7 +440,8 @@ mod tests {
         let d = decide(&m, 0.1, ALPHA);
         assert!(
             d.reason.starts_with("frames_lost ")
-                && d.reason.contains("worse (9.5% → 83.5%, +74.0 points)"),
+                && d.reason
+                    .contains("worse (9.5% → 83.5%, +74.0 percentage points)"),
             "{}",
             d.reason
         );
@@ -447,9 +449,9 @@ mod tests {
         (m.baseline, m.candidate) = (2.8, 3.6);
         assert!(decide(&m, 0.1, ALPHA)
             .reason
-            .contains("(2.8% → 3.6%, +0.8 points)"));
+            .contains("(2.8% → 3.6%, +0.8 percentage points)"));
         m.unit = "bit/s".into();
-        assert!(!decide(&m, 0.1, ALPHA).reason.contains("points"));
+        assert!(!decide(&m, 0.1, ALPHA).reason.contains("percentage points"));
     }
 
     #[test]

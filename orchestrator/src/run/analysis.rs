@@ -486,14 +486,15 @@ fn side_notes(c: &Capture, caveats: &mut Vec<String>, warnings: &mut Vec<String>
         ));
     }
     let first_boot = crate::rundir::FIRST_BOOT_CONSOLE;
+    // A crash is a finding, not a note on the data: a caveat, shown, not folded away.
     if c.dir.join(first_boot).is_file() {
-        warnings.push(format!(
+        caveats.push(format!(
             "{}: the guest's kernel crashed at its first boot and came up at the second ({first_boot}): a kernel that crashes sometimes is a finding of its own",
             c.name
         ));
     }
     for (attempt, line) in crashed_attempts(&c.dir) {
-        warnings.push(format!(
+        caveats.push(format!(
             "{}: the guest's kernel crashed during the run ({line}; console kept in hosts/{attempt}/console.log) and the host was booted and captured again: a kernel that crashes sometimes is a finding of its own",
             c.name
         ));
@@ -530,9 +531,7 @@ fn crashed_attempts(dir: &Path) -> Vec<(String, String)> {
             if !folder.starts_with(&prefix) {
                 return None;
             }
-            let console = crate::rundir::HostDir::at(&e.path()).console_log();
-            let text = std::fs::read_to_string(console).ok()?;
-            let line = crate::analyze::console::kernel_crash(&text)?;
+            let line = crate::analyze::console::crash_in(&crate::rundir::HostDir::at(&e.path()))?;
             Some((folder, line))
         })
         .collect();

@@ -28,7 +28,7 @@ mod runlog;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use futures::FutureExt;
@@ -176,6 +176,10 @@ async fn execute(
     let progress = Progress::new(opts.quiet);
     let mut roles = roles.to_vec();
     let mut recaptured = false;
+    // Both exist before anything runs, and across a second attempt: `timeouts.run`
+    // bounds the whole run, and a Ctrl-C during the first attempt's teardown stops it.
+    let mut signals = Signals::new()?;
+    let deadline = Instant::now() + Duration::from_secs(plan.timeouts.run);
     loop {
         let ledger = Mutex::new(Ledger::default());
         let cx = RunCtx {
@@ -188,7 +192,7 @@ async fn execute(
             work: work_folder(rd),
             toggle: opts.toggle.as_ref(),
         };
-        let (result, interrupted) = guarded(&cx).await?;
+        let (result, interrupted) = guarded(&cx, &mut signals, deadline).await;
         if let Err(e) = &result {
             // Whatever ran when the pipeline was dropped did not finish.
             let status = if interrupted {
@@ -215,18 +219,22 @@ async fn execute(
             return finish(&cx, opts, result, interrupted).await;
         }
         let why = crashed.join("; ");
+        if signals.arrived() {
+            let e = anyhow!("interrupted before the guest was booted again ({why})");
+            return finish(&cx, opts, Err(e), true).await;
+        }
         progress.println(&format!(
             "kdelta: {why}: booting it again and capturing again (once; the crash's console is kept)"
         ));
-        match log
-            .update(|rec| resume::prepare(rd, rec, &opts.command_line, Some(why.clone()), false))
-        {
+        // Both roles again, on fresh boots: a side kept from before the crash would
+        // leave the pairs unbalanced, taken at other times.
+        let again = |rec: &mut RunRecord| {
+            resume::prepare(rd, rec, &opts.command_line, Some(why.clone()), true)
+        };
+        match log.update(again) {
             Ok(todo) => roles = todo,
             Err(e) => {
-                let e = result
-                    .err()
-                    .unwrap_or_else(|| anyhow!("{why}"))
-                    .context(e.to_string());
+                let e = anyhow!("{why}; cannot capture again: {e:#}");
                 return finish(&cx, opts, Err(e), false).await;
             }
         }
@@ -240,17 +248,17 @@ async fn execute(
 /// interrupt, once in tens of runs, and run cleanly after: worth one more try, said
 /// in the report (a kernel that crashes sometimes is a finding of its own).
 fn crashed_guests(cx: &RunCtx<'_>, e: &anyhow::Error) -> Vec<String> {
-    let lost = e
+    // The host whose connection was lost: an oops another guest survived is no cause.
+    let lost: Vec<Role> = e
         .chain()
-        .any(|c| c.is::<crate::exec::remote::ConnectionLost>());
-    if !lost {
-        return Vec::new();
-    }
+        .filter_map(|c| c.downcast_ref::<crate::exec::remote::ConnectionLost>())
+        .map(|l| l.role)
+        .collect();
     cx.roles
         .iter()
+        .filter(|role| lost.contains(role))
         .filter_map(|role| {
-            let text = std::fs::read_to_string(cx.rd.host(*role).console_log()).ok()?;
-            let line = crate::analyze::console::kernel_crash(&text)?;
+            let line = crate::analyze::console::crash_in(&cx.rd.host(*role))?;
             Some(format!(
                 "{role}: the guest's kernel crashed during the run ({line})"
             ))
@@ -291,17 +299,36 @@ async fn finish(
     Ok(outcome)
 }
 
-/// The pipeline under the signals, the whole-run timeout and a panic backstop.
+/// SIGINT and SIGTERM, listened to from the start of a run to its end: a signal
+/// that arrives between two attempts (during teardown) is still seen.
+struct Signals {
+    sigint: tokio::signal::unix::Signal,
+    sigterm: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            sigint: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            sigterm: signal(SignalKind::terminate())
+                .context("cannot install the SIGTERM handler")?,
+        })
+    }
+
+    /// Whether a signal arrived since it was last looked at.
+    fn arrived(&mut self) -> bool {
+        let int = self.sigint.recv().now_or_never().is_some();
+        let term = self.sigterm.recv().now_or_never().is_some();
+        int || term
+    }
+}
+
+/// The pipeline under the signals, the whole-run deadline and a panic backstop.
 /// Returns its result and whether a signal ended it.
-async fn guarded(cx: &RunCtx<'_>) -> Result<(Result<()>, bool)> {
-    use tokio::signal::unix::{signal, SignalKind};
-    // Both listeners exist from here on, so a signal that arrives while the pipeline
-    // is failing is still seen below.
-    let mut sigint =
-        signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    let mut sigterm =
-        signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+async fn guarded(cx: &RunCtx<'_>, sig: &mut Signals, deadline: Instant) -> (Result<()>, bool) {
     let limit = cx.plan.timeouts.run;
+    let Signals { sigint, sigterm } = sig;
     // A panic in the pipeline must not skip teardown: it ends the pipeline as an
     // error, like any other, and the run is recorded as failed with its message.
     let pipeline = AssertUnwindSafe(pipeline::pipeline(cx)).catch_unwind();
@@ -309,7 +336,7 @@ async fn guarded(cx: &RunCtx<'_>) -> Result<(Result<()>, bool)> {
         biased;
         _ = sigint.recv() => (Err(anyhow!("interrupted (Ctrl-C)")), true),
         _ = sigterm.recv() => (Err(anyhow!("interrupted (SIGTERM)")), true),
-        r = tokio::time::timeout(Duration::from_secs(limit), pipeline) => match r {
+        r = tokio::time::timeout_at(deadline.into(), pipeline) => match r {
             Ok(Ok(r)) => (r, false),
             Ok(Err(panic)) => (Err(crate::panics::as_error(panic.as_ref())), false),
             Err(_) => (Err(anyhow!("the whole run took longer than timeouts.run = {limit}s")), false),
@@ -330,7 +357,7 @@ async fn guarded(cx: &RunCtx<'_>) -> Result<(Result<()>, bool)> {
             cx.log.relabel_recent_failures(Duration::from_secs(1));
         }
     }
-    Ok((result, interrupted))
+    (result, interrupted)
 }
 
 /// Teardown: always, bounded, recorded as a phase.

@@ -11,8 +11,20 @@ use crate::playbook::Plan;
 use crate::rundir::{utc_now, RunDir};
 
 /// The roles of a run directory whose capture finished: their last download phase
-/// (that of the last repeat) passed and their profile and metrics are there.
+/// is that of the last repeat (`download N/N`, or of the pair where `repeat: auto`
+/// stopped) and passed, and their profile and metrics are there. A role with only
+/// some of its repeats is not finished: each repeat is downloaded as it ends.
 pub fn completed_roles(rd: &RunDir, rec: &RunRecord) -> Vec<Role> {
+    let last_repeat = |name: &str| -> bool {
+        let Some((k, n)) = name
+            .strip_prefix("download ")
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(k, n)| Some((k.parse::<u32>().ok()?, n.parse::<u32>().ok()?)))
+        else {
+            return false;
+        };
+        k == n || rec.adaptive.as_ref().is_some_and(|a| a.pairs == k)
+    };
     Role::ALL
         .into_iter()
         .filter(|role| {
@@ -20,7 +32,7 @@ pub fn completed_roles(rd: &RunDir, rec: &RunRecord) -> Vec<Role> {
                 p.name.starts_with("download ") && p.host.as_deref() == Some(role.as_str())
             });
             let hd = rd.host(*role);
-            downloaded.is_some_and(|p| p.status == PhaseStatus::Ok)
+            downloaded.is_some_and(|p| p.status == PhaseStatus::Ok && last_repeat(&p.name))
                 && hd.perf_script_zst().is_file()
                 && hd.metrics_json().is_file()
         })
@@ -32,9 +44,17 @@ pub fn completed_roles(rd: &RunDir, rec: &RunRecord) -> Vec<Role> {
 pub fn load_for_resume(dir: &Path, playbook: Option<&Path>) -> Result<(Plan, RunRecord)> {
     // Its plan is the playbook changed by verify (a reverted host, a toggle): the
     // playbook alone would measure something else.
-    if RunDir::open(dir).verify_items().is_file() {
+    let items = RunDir::open(dir).verify_items();
+    if items.is_file() {
+        // verify-items.json names the run it examines (verify writes it).
+        let examined = std::fs::read_to_string(&items)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["run_dir"].as_str().map(str::to_string))
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "RUN_DIR".to_string());
         bail!(
-            "{} is a `kdelta verify` run (or a bisect step): continue it with `kdelta verify RUN_DIR --resume` and the same --cause (a bisect: run the same `kdelta bisect` again)",
+            "{} is a `kdelta verify` run (or a bisect step): continue it with `kdelta verify {examined} --resume` and the same --cause (and --out, --playbook if given); a bisect: run the same `kdelta bisect` again",
             dir.display()
         );
     }
@@ -120,4 +140,61 @@ pub fn prepare(
     rec.error = None;
     rec.finished = None;
     Ok(todo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AdaptiveRecord, PhaseRecord};
+
+    fn phase(name: &str, host: &str) -> PhaseRecord {
+        PhaseRecord {
+            name: name.into(),
+            host: Some(host.into()),
+            status: PhaseStatus::Ok,
+            started: String::new(),
+            seconds: 0.0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_role_with_some_of_its_repeats_is_not_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rd = RunDir::open(tmp.path());
+        for role in Role::ALL {
+            let hd = rd.host(role);
+            hd.ensure().unwrap();
+            std::fs::write(hd.perf_script_zst(), b"x").unwrap();
+            std::fs::write(hd.metrics_json(), b"{}").unwrap();
+        }
+        let mut rec = RunRecord {
+            phases: vec![
+                phase("download 1/2", "baseline"),
+                phase("download 1/2", "candidate"),
+                phase("download 2/2", "candidate"),
+            ],
+            tool: "kdelta".into(),
+            version: String::new(),
+            playbook: String::new(),
+            name: None,
+            command: Vec::new(),
+            started: String::new(),
+            finished: None,
+            status: PhaseStatus::Failed,
+            error: None,
+            resumes: Vec::new(),
+            adaptive: None,
+        };
+        assert_eq!(completed_roles(&rd, &rec), [Role::Candidate]);
+        // `repeat: auto` stopped after the first pair: that was the last repeat.
+        rec.adaptive = Some(AdaptiveRecord {
+            max_pairs: 2,
+            looks: 2,
+            alpha: 0.05,
+            pairs: 1,
+            stopped: String::new(),
+        });
+        assert_eq!(completed_roles(&rd, &rec), Role::ALL);
+    }
 }

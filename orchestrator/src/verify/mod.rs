@@ -171,32 +171,43 @@ fn unfinished(out: &Path, key: &str) -> Result<PathBuf> {
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     runs.sort();
+    // The newest verify run of this item; runs of other items are passed over.
+    let mut others = Vec::new();
     let last = runs.into_iter().rev().find_map(|p| {
         let rec = RunDir::open(&p).read_run_record().ok()?;
         let started = read_started(&p)?;
-        Some((p, rec, started))
+        if started.key() != key {
+            others.push(started.key());
+            return None;
+        }
+        Some((p, rec))
     });
-    let Some((path, rec, started)) = last else {
+    let Some((path, rec)) = last else {
+        others.dedup();
         bail!(
-            "--resume: no verify run in {} to continue; run `kdelta verify` without --resume",
-            out.display()
+            "--resume: no verify run of {key} in {} to continue{}; run `kdelta verify` without --resume",
+            out.display(),
+            if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (there are of: {})", others.join("; "))
+            }
         );
     };
-    if rec.status == crate::model::PhaseStatus::Ok {
-        bail!(
-            "--resume: the last verify run ({}) finished; run `kdelta verify` without --resume for a new one",
+    match rec.status {
+        crate::model::PhaseStatus::Ok => bail!(
+            "--resume: the last verify run of {key} ({}) finished; run `kdelta verify` without --resume for a new one",
             path.display()
-        );
-    }
-    if started.key() != key {
-        bail!(
-            "--resume: the unfinished verify run {} reverts {}, not {key}; give --cause {} to continue it",
+        ),
+        // Still going, or its kdelta was killed: a live toggle may still be applied,
+        // and a resumed run would save that state as the one to restore.
+        crate::model::PhaseStatus::Running => bail!(
+            "--resume: the verify run {} is still marked running: if its kdelta was killed, run `kdelta teardown {}` and check the host is back in its original state, then run `kdelta verify` without --resume",
             path.display(),
-            started.key(),
-            started.key()
-        );
+            path.display()
+        ),
+        _ => Ok(path),
     }
-    Ok(path)
 }
 
 /// What a verify run reverts, written before it starts (`verify-items.json`), so
@@ -204,6 +215,9 @@ fn unfinished(out: &Path, key: &str) -> Result<PathBuf> {
 #[derive(Debug, Serialize, Deserialize)]
 struct Started {
     items: Vec<Item>,
+    /// The run it examines, for the message that refuses `kdelta run --resume`.
+    #[serde(default)]
+    run_dir: String,
 }
 
 impl Started {
@@ -244,6 +258,7 @@ async fn measure_or_resume(
     opts.gate = None;
     let started = Started {
         items: what.items.clone(),
+        run_dir: dir.display().to_string(),
     };
     let o = match resume {
         Some(run) => {
@@ -372,8 +387,8 @@ fn record(
     let (now, then) = (points(verify), points(original));
     let (applied, follows) = applied(verify);
     let mut headline = headline(&what, finding, &recoveries, now, then);
-    // Runtime values that follow from the kernel (memory-scaled sysctls) are in
-    // `applied` too, but only options are what Kconfig dragged along.
+    // `applied` holds knobs too (boot parameters, sysctls someone set); only
+    // options are what Kconfig dragged along.
     let options = verify.config_delta.len();
     let asked = what.items.len();
     let more = options.saturating_sub(asked);

@@ -115,9 +115,10 @@ pub struct Media {
 /// A kernel that crashed during boot (a panic, QEMU gone) is booted once more:
 /// under TCG on a loaded machine a Debian 6.12 kernel was seen to die once in an
 /// interrupt at 1.3 s (RIP inside a jump instruction) and boot fine the seven
-/// times tried after, loaded or not. The first console is kept as `console-boot1.log` (the analysis warns of
-/// it: a kernel that panics sometimes is a finding of its own); a kernel that
-/// crashes twice fails the boot. A boot that times out is not retried.
+/// times tried after, loaded or not. The first console is kept as
+/// `console-boot1.log` (the analysis names it in its caveats: a kernel that panics
+/// sometimes is a finding of its own); a kernel that crashes twice fails the boot.
+/// A boot that times out is not retried.
 pub const BOOT_ATTEMPTS: u32 = 2;
 
 /// Where the console of a crashed first boot is kept.
