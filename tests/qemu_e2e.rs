@@ -302,10 +302,10 @@ fn debian_6_1_to_6_12_upgrade_reads_honestly() {
     }
 }
 
-/// A guest whose kernel crashes mid-run is booted and captured again, once, and the
-/// report says so. The candidate's server panics its kernel (sysrq `c`) 2 s into
-/// the first repeat when the uploaded folder holds `crash-once`; the client, run
-/// here, removes that file, so the second boot's upload no longer has it.
+/// A guest whose kernel crashes mid-run is booted and captured again, and the report
+/// says so. The candidate's server panics its kernel (sysrq `c`) 2 s into the
+/// repeat when the uploaded folder holds `crash-once`; the client, run here, removes
+/// it, so the next boot's upload no longer has it.
 #[test]
 fn guest_kernel_crash_mid_run_is_captured_again() {
     assert!(unsafe { libc::geteuid() } == 0, "needs root, as CI runs it");
@@ -314,8 +314,8 @@ fn guest_kernel_crash_mid_run_is_captured_again() {
     let tmp = tempfile::tempdir().unwrap();
     let files = tmp.path().join("files");
     std::fs::create_dir(&files).unwrap();
-    let marker = files.join("crash-once");
-    std::fs::write(&marker, "").unwrap();
+    let crash = files.join("crash-once");
+    std::fs::write(&crash, "").unwrap();
     let pb = tmp.path().join("crash.yaml");
     std::fs::write(
         &pb,
@@ -328,7 +328,7 @@ deploy:
   - upload: {{ from: files/, to: "{{{{ files }}}}" }}
 workload:
   server: "sleep 2; if [ {{{{ role }}}} = candidate ] && [ -e {{{{ files }}}}/crash-once ]; then echo c > /proc/sysrq-trigger; fi; sleep 60"
-  client: {{ from: orchestrator, run: "rm -f {marker}; sleep 5; echo 'ops 100'" }}
+  client: {{ from: orchestrator, run: "rm -f {crash}; sleep 5; echo 'ops 100'" }}
   timeout: 60
   metrics:
     ops: {{ regex: 'ops ([0-9]+)', better: higher }}
@@ -336,7 +336,7 @@ capture:
   perf: {{ frequency: 99, call_graph: fp, during: workload }}
   repeat: 1
 "#,
-            marker = marker.display()
+            crash = crash.display()
         ),
     )
     .unwrap();
@@ -364,20 +364,19 @@ capture:
     let rec = read_json(&run.join("run.json"));
     assert_eq!(rec["status"], "ok", "{rec}");
     let resumes = rec["resumes"].as_array().unwrap();
-    assert_eq!(resumes.len(), 1, "{rec}");
-    // Both sides again, on fresh boots: the pairs stay balanced.
-    assert_eq!(
-        resumes[0]["recaptured"],
-        serde_json::json!(["baseline", "candidate"]),
-        "{rec}"
-    );
-    assert!(
-        resumes[0]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("sysrq triggered crash"),
-        "{rec}"
-    );
+    // One more if a guest froze or crashed on its own in the second attempt (seen
+    // in CI under TCG): at most RUN_ATTEMPTS in all.
+    assert!((1..=2).contains(&resumes.len()), "{rec}");
+    for r in resumes {
+        // Both sides again, on fresh boots: the pairs stay balanced.
+        assert_eq!(
+            r["recaptured"],
+            serde_json::json!(["baseline", "candidate"]),
+            "{rec}"
+        );
+    }
+    let reason = |i: usize| resumes[i]["reason"].as_str().unwrap().to_string();
+    assert!(reason(0).contains("sysrq triggered crash"), "{rec}");
     let kept = run.join("hosts/candidate.attempt-1/console.log");
     assert!(
         std::fs::read_to_string(&kept)
@@ -387,10 +386,14 @@ capture:
         kept.display()
     );
     let s = read_json(&run.join("summary.json"));
-    let said = s["caveats"]
+    let caveats: Vec<&str> = s["caveats"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|w| w.as_str().unwrap().contains("crashed during the run"));
-    assert!(said, "{}", s["caveats"]);
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        caveats.iter().any(|c| c.contains("crashed during the run")),
+        "{caveats:?}"
+    );
 }

@@ -187,6 +187,13 @@ fn run_caveats(summary: &mut Summary, base: &Capture, cand: &Capture) {
         ));
     }
     for r in &run.resumes {
+        // A crash is said from the kept console (below, per side); a freeze leaves
+        // nothing there, only the reason kdelta recorded when it took the run again.
+        if let Some(why) = r.reason.as_deref().filter(|w| w.contains(super::FROZE)) {
+            caveats.push(format!(
+                "{why}; both sides were captured again from fresh boots (the first attempt is kept in hosts/*.attempt-N): a kernel that freezes sometimes is a finding of its own"
+            ));
+        }
         if let [role] = r.recaptured.as_slice() {
             caveats.push(format!(
                 "resumed run: the {role} was captured again at {}, later than the other side: drift between the two times falls on one side only",

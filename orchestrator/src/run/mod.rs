@@ -164,8 +164,8 @@ pub async fn resume(
 }
 
 /// Provisions, captures `roles`, tears down, analyses: the body of `run` and `resume`.
-/// A qemu guest whose kernel crashes mid-run is booted and captured again, once
-/// ([`crashed_guests`]).
+/// A qemu guest whose kernel crashes or that freezes mid-run is booted and captured
+/// again ([`lost_guests`], up to [`RUN_ATTEMPTS`] in all).
 async fn execute(
     plan: &Plan,
     rd: &RunDir,
@@ -175,7 +175,7 @@ async fn execute(
 ) -> Result<Outcome> {
     let progress = Progress::new(opts.quiet);
     let mut roles = roles.to_vec();
-    let mut recaptured = false;
+    let mut attempt = 1;
     // Both exist before anything runs, and across a second attempt: `timeouts.run`
     // bounds the whole run, and a Ctrl-C during the first attempt's teardown stops it.
     let mut signals = Signals::new()?;
@@ -207,11 +207,11 @@ async fn execute(
         }
         torn_down(&cx).await;
         let crashed = match &result {
-            Err(e) if !interrupted => crashed_guests(&cx, e),
+            Err(e) if !interrupted => lost_guests(&cx, e),
             _ => Vec::new(),
         };
         // verify's two states are one guest: its own error says what to do.
-        if crashed.is_empty() || recaptured || opts.toggle.is_some() {
+        if crashed.is_empty() || attempt >= RUN_ATTEMPTS || opts.toggle.is_some() {
             let result = match result {
                 Err(e) if !crashed.is_empty() => Err(e.context(crashed.join("; "))),
                 r => r,
@@ -224,7 +224,8 @@ async fn execute(
             return finish(&cx, opts, Err(e), true).await;
         }
         progress.println(&format!(
-            "kdelta: {why}: booting it again and capturing again (once; the crash's console is kept)"
+            "kdelta: {why}: booting the guests again and capturing again (attempt {} of at most {RUN_ATTEMPTS}; the earlier consoles are kept)",
+            attempt + 1
         ));
         // Both roles again, on fresh boots: a side kept from before the crash would
         // leave the pairs unbalanced, taken at other times.
@@ -238,16 +239,23 @@ async fn execute(
                 return finish(&cx, opts, Err(e), false).await;
             }
         }
-        recaptured = true;
+        attempt += 1;
     }
 }
 
-/// The roles captured now whose qemu guest's kernel crashed, as "ROLE: the guest's
-/// kernel crashed during the run (LINE)", when the error is the lost connection
-/// the crash explains. Under TCG a Debian 6.12 guest was seen to die in an
-/// interrupt, once in tens of runs, and run cleanly after: worth one more try, said
-/// in the report (a kernel that crashes sometimes is a finding of its own).
-fn crashed_guests(cx: &RunCtx<'_>, e: &anyhow::Error) -> Vec<String> {
+/// How many times a run is taken in all when qemu guests crash or hang mid-run
+/// ([`lost_guests`]): a crash and a hang in one run were seen in CI.
+const RUN_ATTEMPTS: u32 = 3;
+
+/// The qemu guests (roles captured now, with a console in their folder) whose SSH
+/// connection was lost, and how: "ROLE: the guest's kernel crashed during the run
+/// (LINE)", or "ROLE: the guest stopped answering over SSH during the run, …" when
+/// its console shows no crash (it froze). Under TCG a Debian 6.12 guest was seen to
+/// die in an interrupt, and guests of 6.1 and 6.12 to stop answering while perf
+/// record was being stopped, once in tens of runs each in CI and never in the
+/// dozens of runs tried after: worth another try, said in the report (a kernel that
+/// crashes or freezes sometimes is a finding of its own).
+fn lost_guests(cx: &RunCtx<'_>, e: &anyhow::Error) -> Vec<String> {
     // The host whose connection was lost: an oops another guest survived is no cause.
     let lost: Vec<Role> = e
         .chain()
@@ -258,13 +266,21 @@ fn crashed_guests(cx: &RunCtx<'_>, e: &anyhow::Error) -> Vec<String> {
         .iter()
         .filter(|role| lost.contains(role))
         .filter_map(|role| {
-            let line = crate::analyze::console::crash_in(&cx.rd.host(*role))?;
-            Some(format!(
-                "{role}: the guest's kernel crashed during the run ({line})"
-            ))
+            let host = cx.rd.host(*role);
+            let console = std::fs::read_to_string(host.console_log()).ok()?;
+            Some(match crate::analyze::console::kernel_crash(&console) {
+                Some(line) => format!("{role}: the guest's kernel crashed during the run ({line})"),
+                None => format!(
+                    "{role}: {FROZE} during the run, with no crash on its console (its last line: {:?})",
+                    console.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(120).collect::<String>()
+                ),
+            })
         })
         .collect()
 }
+
+/// How a frozen guest is named (the analysis finds it in run.json's resume reasons).
+pub const FROZE: &str = "the guest stopped answering over SSH";
 
 /// After teardown: the analysis and report of a run that got through, or the
 /// failure recorded.
