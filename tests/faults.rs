@@ -1131,6 +1131,12 @@ fn verify_interrupted_while_reverted_puts_the_state_back() {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // The phase is marked running before the side's state is entered (the
+        // ruleset flushed or loaded back): wait for it, within the 30 s pause.
+        let until = Instant::now() + Duration::from_secs(15);
+        while rules() != lines_then && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert_eq!(rules(), lines_then, "{host}'s ruleset during {phase}");
         kd.signal(Signal::CtrlC);
         let o = kd.finish();
