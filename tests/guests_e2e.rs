@@ -124,10 +124,53 @@ fn leftovers(g: &Guest) -> String {
     s.stdout.trim().to_string()
 }
 
-fn ssh_playbook(dir: &Path, g: &[Guest], extra_host: &str, frequency: u32) -> PathBuf {
-    let host = |g: &Guest| {
+/// The kernel and initramfs this machine's QEMU booted guest `id` with (`-kernel`,
+/// `-initrd`): what the `boot:` hook kexecs it into.
+fn boot_files(id: &Path) -> (String, String) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(c) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = c
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let of_guest = args.iter().any(|a| a.contains(&*id.to_string_lossy()));
+        if !(of_guest && args[0].contains("qemu-system")) {
+            continue;
+        }
+        let after = |flag: &str| {
+            let i = args.iter().position(|a| a == flag).unwrap();
+            args[i + 1].clone()
+        };
+        return (after("-kernel"), after("-initrd"));
+    }
+    panic!("no QEMU of {}", id.display())
+}
+
+/// The candidate's `boot:` hook: tests/fixtures/guests/kexec-boot.sh, given the
+/// revert's boot parameters to take out and put in.
+fn kexec_hook(g: &Guest) -> String {
+    let (kernel, initrd) = boot_files(&g.id);
+    format!(
+        ", boot: \"sh {} {} {} {} {kernel} {initrd}{{% for k in revert.cmdline_remove %}} -{{{{ k }}}}{{% endfor %}}{{% for w in revert.cmdline_add %}} +{{{{ w }}}}{{% endfor %}}\"",
+        repo().join("tests/fixtures/guests/kexec-boot.sh").display(),
+        g.port,
+        g.key.display(),
+        g.known_hosts.display()
+    )
+}
+
+fn ssh_playbook(
+    dir: &Path,
+    g: &[Guest],
+    extra_host: &str,
+    frequency: u32,
+    candidate_extra: &str,
+) -> PathBuf {
+    let host = |g: &Guest, more: &str| {
         format!(
-            "{{ ssh: \"admin@127.0.0.1:{}\", identity_file: \"{}\", known_hosts: \"{}\"{extra_host} }}",
+            "{{ ssh: \"admin@127.0.0.1:{}\", identity_file: \"{}\", known_hosts: \"{}\"{extra_host}{more} }}",
             g.port,
             g.key.display(),
             g.known_hosts.display()
@@ -149,8 +192,8 @@ capture:
   repeat: 1
 timeouts: {{ command: 300 }}
 "#,
-        host(&g[0]),
-        host(&g[1])
+        host(&g[0], ""),
+        host(&g[1], candidate_extra)
     );
     let p = dir.join(format!("ssh-{}.yaml", frequency));
     std::fs::write(&p, text).unwrap();
@@ -172,7 +215,7 @@ fn ssh_provider_as_a_sudo_user_on_debian_guests() {
 
     // 1. As admin without `become`: refused right after connecting, with the fix,
     //    before any deploy step or capture.
-    let pb = ssh_playbook(tmp.path(), &g, "", 99);
+    let pb = ssh_playbook(tmp.path(), &g, "", 99, "");
     let o = said(&mut kdelta_run(&pb, &tmp.path().join("out1")));
     assert_eq!(o.code, Some(3), "{}", o.stderr);
     assert!(
@@ -197,7 +240,8 @@ fn ssh_provider_as_a_sudo_user_on_debian_guests() {
     //    error naming the fix, its cut-short recording gone, nothing left running.
     let s = g[1].ssh("sudo -n mount -t tmpfs -o size=512k kdelta-small /tmp");
     assert_eq!(s.code, Some(0), "{}", s.stderr);
-    let pb = ssh_playbook(tmp.path(), &g, ", become: sudo", 999);
+    // The candidate has a `boot:` hook (kexec), for step 4.
+    let pb = ssh_playbook(tmp.path(), &g, ", become: sudo", 999, &kexec_hook(&g[1]));
     let out = tmp.path().join("out2");
     let o = said(&mut kdelta_run(&pb, &out));
     assert_eq!(o.code, Some(3), "{}", o.stderr);
@@ -230,6 +274,83 @@ fn ssh_provider_as_a_sudo_user_on_debian_guests() {
     for (i, guest) in g.iter().enumerate() {
         assert_eq!(leftovers(guest), "", "guest {i} after the run");
     }
+
+    // 4. Issue 16: the boot parameter verified on the one ssh machine. Its `boot:`
+    //    hook kexecs the candidate into the command line without slub_debug=FZPU
+    //    and back. A Ctrl-C while the reverted state is measured boots it back
+    //    (teardown); `verify --resume` then measures both states again to the end.
+    let cmdline = || g[1].ssh("cat /proc/cmdline").stdout.trim().to_string();
+    let boot_id = || {
+        g[1].ssh("cat /proc/sys/kernel/random/boot_id")
+            .stdout
+            .trim()
+            .to_string()
+    };
+    assert!(cmdline().contains("slub_debug=FZPU"), "{}", cmdline());
+    let first_boot = boot_id();
+    let verify = || {
+        let mut c = kdelta();
+        c.args(["verify", "--cause", "cmdline.slub_debug", "--repeat", "1"])
+            .arg(&run);
+        c
+    };
+    let vout = run.join("verify");
+    let child = verify()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_phase(&vout, "workload 1/1", Some("baseline"), 600);
+    let reverted = cmdline();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(!reverted.contains("slub_debug"), "reverted: {reverted}");
+    assert!(
+        cmdline().contains("slub_debug=FZPU"),
+        "booted back at teardown: {}\n{stderr}",
+        cmdline()
+    );
+    assert_eq!(
+        leftovers(&g[1]),
+        "",
+        "candidate after the interrupted verify"
+    );
+    let o = said(verify().arg("--resume"));
+    assert!(matches!(o.code, Some(0..=2)), "{}\n{}", o.stdout, o.stderr);
+    let vdir = only_run_dir(&vout);
+    let v = read_json(&vdir.join("verify.json"));
+    assert_eq!(v["how"], "boot", "{v}");
+    assert!(
+        v["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "cmdline.slub_debug: FZPU → (absent)"),
+        "{v}"
+    );
+    let facts_cmdline = |role: &str| {
+        read_json(&vdir.join("hosts").join(role).join("facts.json"))["cmdline"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(!facts_cmdline("baseline").contains("slub_debug"));
+    assert!(facts_cmdline("candidate").contains("slub_debug=FZPU"));
+    let rec = read_json(&vdir.join("run.json"));
+    assert_eq!(rec["status"], "ok", "{rec}");
+    assert_eq!(rec["resumes"].as_array().map(Vec::len), Some(1), "{rec}");
+    // Into the revert and back, in the resumed run: two boots of the hook.
+    let boots = std::fs::read_dir(vdir.join("hosts/candidate/logs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("boot-"))
+        .count();
+    assert!(boots >= 2, "{boots} boot logs");
+    assert!(cmdline().contains("slub_debug=FZPU"), "{}", cmdline());
+    assert_ne!(boot_id(), first_boot, "the candidate was rebooted");
+    assert_eq!(leftovers(&g[1]), "", "candidate after verify");
     let ids: Vec<PathBuf> = g.iter().map(|g| g.id.clone()).collect();
     drop(g);
     assert!(

@@ -51,6 +51,10 @@ fn volatile_sysctl(k: &str) -> bool {
         "net.ipv4.tcp_fastopen_key",
         "kernel.random.entropy_avail",
         "kernel.random.boot_id",
+        // Which loader started this boot (GRUB, QEMU, kexec): a boot hook's kexec
+        // changes it, the kernel's behaviour it does not.
+        "kernel.bootloader_type",
+        "kernel.bootloader_version",
         // The build's number and date (`#2 SMP Fri Dec 4 …`): the kernel is compared
         // as `kernel`, and a rebuild of the same source differs here.
         "kernel.version",
@@ -273,8 +277,13 @@ pub fn flatten(f: &Facts) -> BTreeMap<String, (String, KeyKind)> {
                     let s = crate::analyze::facts_read::scalar_text(sv)
                         .unwrap_or_else(|| sv.to_string());
                     let key = format!("{k}.{sk}");
-                    // The machine's shape, like `nr_cpus`: not a knob.
-                    let kind = if matches!(key.as_str(), "cpu.online" | "cpu.numa_nodes") {
+                    // The machine's shape, like `nr_cpus`: not a knob. systemd sizes a
+                    // session's pids.max from kernel.threads-max (memory), so it moves
+                    // with a boot that took a little more or less memory.
+                    let kind = if matches!(
+                        key.as_str(),
+                        "cpu.online" | "cpu.numa_nodes" | "cgroup.self_pids_max"
+                    ) {
                         Confounder
                     } else {
                         Knob

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -61,7 +62,11 @@ pub struct ConnectionLost {
 pub struct Remote {
     pub role: Role,
     pub destination: String,
-    session: Session,
+    /// The live session. Behind a lock so [`Remote::reconnect`] can replace it after
+    /// the host rebooted (`kdelta verify`'s boot toggle) while the capture loop holds
+    /// `&Remote`; each command clones the `Arc` it runs on.
+    session: std::sync::RwLock<Arc<Session>>,
+    spec: ConnectSpec,
     logs: PathBuf,
     seq: AtomicU32,
     /// Set as KDELTA_RUN in the environment of every command, which its children
@@ -80,84 +85,115 @@ pub struct Output {
 impl Remote {
     /// Connects with retries and backoff until `retry_for` has passed.
     pub async fn connect(spec: &ConnectSpec, logs: &Path) -> Result<Remote> {
-        let mut b = SessionBuilder::default();
-        b.known_hosts_check(if spec.accept_new {
-            KnownHosts::Add
-        } else {
-            KnownHosts::Strict
+        let session = open(spec).await?;
+        Ok(Remote {
+            role: spec.role,
+            destination: spec.destination.clone(),
+            session: std::sync::RwLock::new(Arc::new(session)),
+            spec: spec.clone(),
+            logs: logs.to_path_buf(),
+            seq: AtomicU32::new(0),
+            tag: None,
+            become_: spec.become_,
         })
-        .connect_timeout(spec.connect_timeout)
-        .server_alive_interval(Duration::from_secs(5))
-        .control_directory(&spec.control_dir);
-        if let Some(p) = spec.port {
-            b.port(p);
+    }
+
+    /// A new session in place of the one in use (the host rebooted): retried as
+    /// [`Remote::connect`] is. Commands already running keep the old one.
+    pub async fn reconnect(&self) -> Result<()> {
+        let fresh = Arc::new(open(&self.spec).await?);
+        let old = match self.session.write() {
+            Ok(mut s) => std::mem::replace(&mut *s, fresh),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), fresh),
+        };
+        // The old master may be talking to a host that is gone: not waited for long.
+        if let Ok(old) = Arc::try_unwrap(old) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.close()).await;
         }
-        if let Some(u) = &spec.user {
-            b.user(u.clone());
+        Ok(())
+    }
+
+    /// The session commands run on now.
+    fn session(&self) -> Arc<Session> {
+        match self.session.read() {
+            Ok(s) => Arc::clone(&s),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
-        if let Some(k) = &spec.keyfile {
-            b.keyfile(k);
-        }
-        if let Some(kh) = &spec.known_hosts_file {
-            b.user_known_hosts_file(kh);
-        }
-        let start = Instant::now();
-        let mut delay = Duration::from_millis(200);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match b.connect(&spec.destination).await {
-                Ok(session) => {
-                    return Ok(Remote {
-                        role: spec.role,
-                        destination: spec.destination.clone(),
-                        session,
-                        logs: logs.to_path_buf(),
-                        seq: AtomicU32::new(0),
-                        tag: None,
-                        become_: spec.become_,
-                    })
+    }
+}
+
+/// One SSH session to `spec`, retried with backoff until `retry_for` has passed;
+/// the error names the host and what to check.
+async fn open(spec: &ConnectSpec) -> Result<Session> {
+    let mut b = SessionBuilder::default();
+    b.known_hosts_check(if spec.accept_new {
+        KnownHosts::Add
+    } else {
+        KnownHosts::Strict
+    })
+    .connect_timeout(spec.connect_timeout)
+    .server_alive_interval(Duration::from_secs(5))
+    .control_directory(&spec.control_dir);
+    if let Some(p) = spec.port {
+        b.port(p);
+    }
+    if let Some(u) = &spec.user {
+        b.user(u.clone());
+    }
+    if let Some(k) = &spec.keyfile {
+        b.keyfile(k);
+    }
+    if let Some(kh) = &spec.known_hosts_file {
+        b.user_known_hosts_file(kh);
+    }
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match b.connect(&spec.destination).await {
+            Ok(session) => return Ok(session),
+            Err(e) => {
+                // ssh's own words ("Permission denied", "Connection refused") are
+                // in the error's sources, not in its top line.
+                let mut text = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    text.push_str(": ");
+                    text.push_str(&s.to_string());
+                    src = s.source();
                 }
-                Err(e) => {
-                    // ssh's own words ("Permission denied", "Connection refused") are
-                    // in the error's sources, not in its top line.
-                    let mut text = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(s) = src {
-                        text.push_str(": ");
-                        text.push_str(&s.to_string());
-                        src = s.source();
-                    }
-                    let fatal = text.contains("Permission denied")
-                        || text.contains("Host key verification failed")
-                        || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
-                        || text.contains("Could not resolve hostname");
-                    if fatal || start.elapsed() + delay > spec.retry_for {
-                        let hint = if text.contains("Permission denied") {
-                            "the key was refused: check user, identity_file and authorized_keys"
-                        } else if text.contains("Host key verification failed") {
-                            "the host key is not in known_hosts: connect once with ssh to check and add it, or set `known_hosts: accept-new` on this host"
-                        } else if text.contains("Could not resolve hostname") {
-                            "check the destination or your ~/.ssh/config"
-                        } else {
-                            "is sshd running and reachable? try `ssh` to it by hand"
-                        };
-                        return Err(anyhow::anyhow!(
-                            "{}: cannot connect to {}{}: {} ({hint}; {attempts} attempt(s) in {:.0}s)",
-                            spec.role,
-                            spec.destination,
-                            spec.port.map(|p| format!(" port {p}")).unwrap_or_default(),
-                            ssh_reason(&text, &spec.destination),
-                            start.elapsed().as_secs_f64(),
-                        ));
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(3));
+                let fatal = text.contains("Permission denied")
+                    || text.contains("Host key verification failed")
+                    || text.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+                    || text.contains("Could not resolve hostname");
+                if fatal || start.elapsed() + delay > spec.retry_for {
+                    let hint = if text.contains("Permission denied") {
+                        "the key was refused: check user, identity_file and authorized_keys"
+                    } else if text.contains("Host key verification failed") {
+                        "the host key is not in known_hosts: connect once with ssh to check and add it, or set `known_hosts: accept-new` on this host"
+                    } else if text.contains("Could not resolve hostname") {
+                        "check the destination or your ~/.ssh/config"
+                    } else {
+                        "is sshd running and reachable? try `ssh` to it by hand"
+                    };
+                    return Err(anyhow::anyhow!(
+                        "{}: cannot connect to {}{}: {} ({hint}; {attempts} attempt(s) in {:.0}s)",
+                        spec.role,
+                        spec.destination,
+                        spec.port.map(|p| format!(" port {p}")).unwrap_or_default(),
+                        ssh_reason(&text, &spec.destination),
+                        start.elapsed().as_secs_f64(),
+                    ));
                 }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(3));
             }
         }
     }
+}
 
+impl Remote {
     fn log_path(&self, what: &str) -> PathBuf {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let slug: String = what
@@ -170,7 +206,7 @@ impl Remote {
 
     /// `ConnectionLost` when the session is dead, else `e` with the command named.
     async fn lost_or(&self, what: &str, e: anyhow::Error) -> anyhow::Error {
-        if self.session.check().await.is_err() {
+        if self.session().check().await.is_err() {
             ConnectionLost {
                 role: self.role,
                 destination: self.destination.clone(),
@@ -202,7 +238,8 @@ impl Remote {
         }
         let probe = "id -un; command -v sudo >/dev/null 2>&1 || exit 127; sudo -n true";
         let cmd = format!("timeout -k 5 30 sh -c {}", quote(probe));
-        let mut command = self.session.raw_command(&cmd);
+        let session = self.session();
+        let mut command = session.raw_command(&cmd);
         command.stdin(openssh::Stdio::null());
         let out = tokio::time::timeout(Duration::from_secs(45), command.output())
             .await
@@ -267,7 +304,8 @@ impl Remote {
     ) -> Result<Output> {
         let log = self.log_path(what);
         let cmd = self.wrap(script, timeout);
-        let mut command = self.session.raw_command(&cmd);
+        let session = self.session();
+        let mut command = session.raw_command(&cmd);
         command.stdin(openssh::Stdio::null());
         let res = tokio::time::timeout(timeout + Duration::from_secs(15), command.output()).await;
         let out = match res {
@@ -317,8 +355,8 @@ impl Remote {
     ) -> Result<u64> {
         let log = self.log_path(what);
         let cmd = self.wrap(script, timeout);
-        let mut child = self
-            .session
+        let session = self.session();
+        let mut child = session
             .raw_command(&cmd)
             .stdin(openssh::Stdio::null())
             .stdout(openssh::Stdio::piped())
@@ -426,8 +464,8 @@ impl Remote {
         }
         let script = format!("mkdir -p {d} && tar -C {d} -xf -", d = quote(remote_dir));
         let cmd = self.wrap(&script, timeout);
-        let mut child = self
-            .session
+        let session = self.session();
+        let mut child = session
             .raw_command(&cmd)
             .stdin(openssh::Stdio::piped())
             .stdout(openssh::Stdio::null())
@@ -453,7 +491,13 @@ impl Remote {
     }
 
     pub async fn close(self) {
-        let _ = self.session.close().await;
+        let session = match self.session.into_inner() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Ok(s) = Arc::try_unwrap(session) {
+            let _ = s.close().await;
+        }
     }
 }
 

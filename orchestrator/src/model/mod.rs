@@ -248,6 +248,23 @@ pub struct StateToggle {
     pub apply: String,
     /// Sets it back to the candidate's value (after `save`).
     pub restore: String,
+    /// Where `apply` and `restore` run: on the host, or on this machine as the
+    /// playbook's `boot:` hook that reboots the host into the state.
+    #[serde(default)]
+    pub by: ToggleBy,
+}
+
+/// How a [`StateToggle`] puts the host into a state.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ToggleBy {
+    /// Shell commands on the live host (a sysctl, a ruleset).
+    #[default]
+    Command,
+    /// The ssh host's `boot:` hook, run on this machine: it reboots the host into
+    /// another kernel or command line (kexec, grub-reboot); kdelta waits for a new
+    /// boot and deploys again. Its commands are rendered already (with `revert`).
+    Boot,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

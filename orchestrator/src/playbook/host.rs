@@ -91,6 +91,22 @@ impl Validator<'_> {
                 ));
             }
         }
+        if kind != ProviderKind::Ssh {
+            if let Some(b) = &h.boot {
+                return Err(self.err(
+                    b.into(),
+                    &format!("{}.boot", at.path),
+                    "`boot:` is for ssh hosts (one machine that reboots into the reverted state)",
+                    match kind {
+                        ProviderKind::Command => "a command host's `up` gets `revert` itself",
+                        ProviderKind::Qemu => {
+                            "kdelta boots a qemu guest itself (`cmdline:`, `kernel:`)"
+                        }
+                        _ => "set provider: ssh, or remove it",
+                    },
+                ));
+            }
+        }
         if kind != ProviderKind::Qemu {
             if let Some(c) = &h.cmdline {
                 return Err(self.err(
@@ -269,7 +285,11 @@ impl Validator<'_> {
         let (destination, port) = split_port(&dest.value)
             .map_err(|m| self.err(dest.into(), &format!("{path}.destination"), m, ""))?;
         let known_hosts = self.known_hosts(h.known_hosts.as_ref(), at.pos, path)?;
+        if let Some(b) = &h.boot {
+            self.template(b, &format!("{path}.boot"))?;
+        }
         Ok(SshTarget {
+            boot: h.boot.map(|b| b.value),
             destination,
             port: h.port.or(port),
             user: h.user,

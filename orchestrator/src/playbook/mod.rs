@@ -270,6 +270,35 @@ mod tests {
         assert!(e.contains("`cmdline:` is for qemu guests"), "{e}");
     }
 
+    /// An ssh host's `boot:` hook is kept as a template (checked); elsewhere it is
+    /// refused at its line, with what the provider has instead.
+    #[test]
+    fn boot_hooks_are_for_ssh_hosts() {
+        let y = OK.replace(
+            "{ provider: lab }",
+            "{ ssh: root@box, boot: \"kexec-into {{ destination }}{% for w in revert.cmdline_add %} {{ w }}{% endfor %}\" }",
+        );
+        let p = parse_str(&y).unwrap();
+        let boots: Vec<Option<&str>> = [&p.baseline, &p.candidate]
+            .iter()
+            .map(|h| match &h.provider {
+                Provider::Ssh(t) => t.boot.as_deref(),
+                _ => None,
+            })
+            .collect();
+        assert!(boots.iter().flatten().all(|b| b.starts_with("kexec-into")));
+        assert!(boots.iter().any(Option::is_some), "{y}");
+        let bad = OK.replace("{ provider: lab }", "{ ssh: root@box, boot: \"{% for\" }");
+        let e = parse_str(&bad).unwrap_err().to_string();
+        assert!(e.contains(".boot") && e.contains("bad template"), "{e}");
+        let q = OK.replace("{ provider: lab }", "{ provider: lab, boot: reboot }");
+        let e = parse_str(&q).unwrap_err().to_string();
+        assert!(
+            e.contains(".boot") && e.contains("`boot:` is for ssh hosts"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn destinations() {
         assert_eq!(

@@ -247,6 +247,12 @@ pub struct SshTarget {
     pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
     pub known_hosts: KnownHostsPolicy,
+    /// Run on this machine (templated with `revert`, the playbook's vars, `role`
+    /// and `destination`) to reboot the host into the kernel and command line
+    /// `revert` describes, or, with every list of `revert` empty, back into the
+    /// candidate as it was; kdelta waits for a new boot id. Only `kdelta verify`
+    /// and `bisect` run it.
+    pub boot: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

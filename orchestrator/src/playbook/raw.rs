@@ -89,6 +89,10 @@ pub(super) struct RawHost {
     pub up: Option<Spanned<String>>,
     /// command: removes the host; `{{ id }}` is what `up` printed.
     pub down: Option<Spanned<String>>,
+    /// ssh: run on this machine to reboot the host into the kernel and command line
+    /// `revert` asks for (`kdelta verify`/`bisect` of a config option or boot
+    /// parameter on one machine): kexec, grub-reboot, a BMC.
+    pub boot: Option<Spanned<String>>,
     /// qemu: the kernel to boot.
     pub kernel: Option<Spanned<RawKernel>>,
     /// qemu: guest memory in MiB and CPUs.

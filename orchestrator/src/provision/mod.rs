@@ -10,6 +10,7 @@
 //! created, so [`teardown`] can always remove it: after an error, Ctrl-C, SIGTERM,
 //! a panic, or from `kdelta lab down --all` / `kdelta teardown` after a kill -9.
 
+pub mod boot;
 pub mod command;
 pub mod lab;
 pub mod qemu;
@@ -72,7 +73,26 @@ pub struct Ledger {
     pub downs: Vec<PathBuf>,
     /// `kdelta verify`'s restore command of a state toggled on a live host, until it
     /// has run: teardown runs it first when a Ctrl-C or a failure cut the run short.
-    pub restores: Vec<(Role, String)>,
+    pub restores: Vec<(Role, Restore)>,
+}
+
+/// How teardown puts back a state `kdelta verify` left a host in.
+#[derive(Clone, Debug)]
+pub enum Restore {
+    /// A command on the host.
+    Command(String),
+    /// The ssh host's `boot:` hook (rendered), run here; then the host's new boot.
+    Boot(String),
+}
+
+impl Restore {
+    /// What a user would run by hand.
+    pub fn show(&self) -> String {
+        match self {
+            Restore::Command(c) => format!("on the host: {c}"),
+            Restore::Boot(c) => format!("here: {c} (it reboots the host)"),
+        }
+    }
 }
 
 /// Runs `f` on the ledger; a poisoned lock (a panic elsewhere held it) still

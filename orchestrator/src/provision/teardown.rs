@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
-use super::{lab, Ledger, WORK_PREFIX};
+use super::{lab, Ledger, Restore, WORK_PREFIX};
 use crate::exec::remote::{stop_tagged, Remote};
 use crate::exec::shell::quote;
 use crate::model::ProviderKind;
@@ -87,17 +87,40 @@ async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<Strin
             let _ = std::fs::create_dir_all(&tmp);
             let mut spec = h.connect.clone();
             spec.retry_for = Duration::from_secs(10);
+            let restores: Vec<&Restore> = l
+                .restores
+                .iter()
+                .filter(|(r, _)| *r == h.role)
+                .map(|(_, x)| x)
+                .collect();
             let r = match Remote::connect(&spec, &tmp).await {
                 Ok(r) => r,
-                Err(e) => return vec![format!("{}: cleanup skipped: {e:#}", h.role)],
+                Err(e) => {
+                    let mut p = vec![format!("{}: cleanup skipped: {e:#}", h.role)];
+                    p.extend(restores.iter().map(|x| {
+                        format!("{}: the host may still be in the state verify reverted; put it back {}", h.role, x.show())
+                    }));
+                    return p;
+                }
             };
             let mut problems = Vec::new();
             // Before the work folder goes: a saved state may be in it.
-            for (_, restore) in l.restores.iter().filter(|(r, _)| *r == h.role) {
+            for restore in restores {
                 progress.step(h.role.as_str(), "restoring the state verify reverted");
-                if let Err(e) = r.run("verify-restore", restore, Duration::from_secs(60)).await {
+                let done = match restore {
+                    Restore::Command(c) => r
+                        .run("verify-restore", c, Duration::from_secs(60))
+                        .await
+                        .map(|_| ()),
+                    Restore::Boot(hook) => {
+                        let log = tmp.join(format!("boot-{}.log", h.role));
+                        super::boot::reboot(&r, hook, &log).await.map(|_| ())
+                    }
+                };
+                if let Err(e) = done {
                     problems.push(format!(
-                        "{e:#}; the host may still have the reverted state: run {restore}"
+                        "{e:#}; the host may still have the reverted state: put it back {}",
+                        restore.show()
                     ));
                 }
             }

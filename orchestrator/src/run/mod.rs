@@ -24,6 +24,7 @@ mod pipeline;
 mod repeat;
 pub mod resume;
 mod runlog;
+mod toggle;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};

@@ -14,7 +14,7 @@ use super::RunCtx;
 use crate::capture::facts;
 use crate::exec::remote::Remote;
 use crate::exec::shell::quote;
-use crate::model::{Facts, HostRecord, HostsRecord, Role, StateToggle};
+use crate::model::{Facts, HostRecord, HostsRecord};
 use crate::playbook::{render, DeployStep};
 use crate::provision::{with_ledger, Host, Provisioner};
 use crate::rundir::{write_atomic, write_json};
@@ -112,7 +112,7 @@ async fn with_remotes(cx: &RunCtx<'_>, hosts: &[Host], remotes: &[Remote]) -> Re
         .into_iter()
         .collect::<Result<Vec<Facts>>>()?;
     if let (Some(t), [host], [remote]) = (cx.toggle, hosts, remotes) {
-        return toggled(cx, host, remote, t).await;
+        return super::toggle::toggled(cx, host, remote, t).await;
     }
     let cmd_t = Duration::from_secs(cx.plan.timeouts.command);
     let zstd = join_all(
@@ -136,120 +136,8 @@ async fn with_remotes(cx: &RunCtx<'_>, hosts: &[Host], remotes: &[Remote]) -> Re
     capture_all(cx, &mut sides).await
 }
 
-/// `kdelta verify`: one host in two states. The item is reverted for the side
-/// recorded as `baseline` and put back for the `candidate`, before each repeat; the
-/// host is left as it was found whatever happens here (a Ctrl-C drops this future:
-/// a lab or qemu host is torn down anyway, an ssh host is named in the error).
-async fn toggled(cx: &RunCtx<'_>, host: &Host, remote: &Remote, t: &StateToggle) -> Result<()> {
-    let cmd_t = Duration::from_secs(cx.plan.timeouts.command);
-    let reverted = Host {
-        role: Role::Baseline,
-        ..host.clone()
-    };
-    let work = cx.work_of(host);
-    let ctx = template_ctx(cx.plan, host, &work, 0);
-    let cmd = |c: &str, what: &str| {
-        render(c, &ctx).map_err(|e| e.context(format!("verify: the {what} command of {}", t.item)))
-    };
-    let (apply, restore) = (cmd(&t.apply, "apply")?, cmd(&t.restore, "restore")?);
-    // From here on teardown puts the state back if the run is cut short.
-    with_ledger(cx.ledger, |l| l.restores.push((host.role, restore.clone())));
-    if let Some(save) = &t.save {
-        remote
-            .run("verify-save", &cmd(save, "save")?, cmd_t)
-            .await?;
-    }
-    let other = cx.work_of(&reverted);
-    remote
-        .run(
-            "verify-workdir",
-            &format!(
-                "mkdir -p {o} && cp -a {w}/files {o}/",
-                o = quote(&other),
-                w = quote(&work)
-            ),
-            cmd_t,
-        )
-        .await?;
-    record_reverted(cx, &reverted, t)?;
-    let result = async {
-        remote.run("verify-apply", &apply, cmd_t).await?;
-        // The reverted state's own facts: the record that the revert did what it says.
-        phase(
-            cx.log,
-            "facts",
-            Some("baseline"),
-            facts(cx, &reverted, remote),
-        )
-        .await?;
-        let zstd = remote
-            .run_unchecked("has-zstd", "command -v zstd", cmd_t)
-            .await;
-        let z = zstd.map(|o| o.code == Some(0)).unwrap_or(false);
-        let side = |h, w: &str, enter: &str| Side {
-            host: h,
-            remote,
-            work: w.to_string(),
-            remote_zstd: z,
-            values: Vec::new(),
-            log: String::new(),
-            enter: Some(enter.to_string()),
-        };
-        let mut sides = [side(&reverted, &other, &apply), side(host, &work, &restore)];
-        capture_all(cx, &mut sides).await
-    }
-    .await;
-    let back = phase(cx.log, "restore", Some("candidate"), async {
-        remote.run("verify-restore", &restore, cmd_t).await?;
-        remote
-            .run(
-                "verify-cleanup",
-                &format!("rm -rf {}", quote(&other)),
-                cmd_t,
-            )
-            .await
-    })
-    .await
-    .map_err(|e| {
-        e.context(format!(
-            "the candidate may still have {} reverted; put it back with: {restore}",
-            t.item
-        ))
-    });
-    if back.is_ok() {
-        with_ledger(cx.ledger, |l| l.restores.retain(|(r, _)| *r != host.role));
-    }
-    result.and(back.map(|_| ()))
-}
-
-/// hosts.json gets the reverted state as the `baseline` host: the same machine.
-fn record_reverted(cx: &RunCtx<'_>, reverted: &Host, t: &StateToggle) -> Result<()> {
-    let mut rec = cx.rd.read_hosts_record().unwrap_or_default();
-    let label = cx.plan.host(Role::Candidate).label.clone();
-    rec.hosts.retain(|h| h.role != Role::Baseline);
-    rec.hosts.push(HostRecord {
-        role: Role::Baseline,
-        label: Some(format!(
-            "{}, {} reverted ({} → {})",
-            label.as_deref().unwrap_or("candidate"),
-            t.item,
-            t.candidate,
-            t.baseline
-        )),
-        provider: reverted.provider,
-        destination: reverted.connect.destination.clone(),
-        address: reverted.address.clone(),
-        port: reverted.connect.port.unwrap_or(22),
-        user: reverted.connect.user.clone(),
-        work_folder: cx.work_of(reverted),
-        teardown: Default::default(),
-    });
-    rec.hosts.sort_by_key(|h| h.role);
-    write_json(&cx.rd.hosts_json(), &rec)
-}
-
 /// The work folder, the playbook's deploy steps, the host's setup commands.
-async fn deploy(cx: &RunCtx<'_>, h: &Host, r: &Remote) -> Result<()> {
+pub(super) async fn deploy(cx: &RunCtx<'_>, h: &Host, r: &Remote) -> Result<()> {
     let plan = cx.plan;
     let cmd_t = Duration::from_secs(plan.timeouts.command);
     cx.progress.step(h.role.as_str(), "deploying");
@@ -285,7 +173,7 @@ async fn deploy(cx: &RunCtx<'_>, h: &Host, r: &Remote) -> Result<()> {
 }
 
 /// facts.json and kernel.config, then the preflight on what the facts say.
-async fn facts(cx: &RunCtx<'_>, h: &Host, r: &Remote) -> Result<Facts> {
+pub(super) async fn facts(cx: &RunCtx<'_>, h: &Host, r: &Remote) -> Result<Facts> {
     let cmd_t = Duration::from_secs(cx.plan.timeouts.command);
     let hd = cx.rd.host(h.role);
     cx.progress

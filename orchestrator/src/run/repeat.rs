@@ -29,8 +29,8 @@ pub(super) struct Side<'a> {
     pub values: Vec<Vec<Option<f64>>>,
     pub log: String,
     /// `kdelta verify`: what puts the host into this side's state before each of
-    /// its repeats (both sides are one host).
-    pub enter: Option<String>,
+    /// its repeats (both sides are one host), and the state.
+    pub enter: Option<(&'a super::toggle::Toggler, crate::model::Role)>,
 }
 
 /// All repeats on all hosts (with `repeat: auto`, until the decision is clear).
@@ -95,10 +95,11 @@ async fn repeat_group(
     let name = format!("workload {rep}/{repeats}");
     let runs = group.iter().map(|&i| {
         let s = &sides[i];
-        let cmd_t = Duration::from_secs(cx.plan.timeouts.command);
         phase(cx.log, &name, Some(s.host.role.as_str()), async move {
-            if let Some(enter) = &s.enter {
-                s.remote.run(&format!("enter-{rep}"), enter, cmd_t).await?;
+            if let Some((toggler, state)) = s.enter {
+                toggler
+                    .enter(cx, s.remote, state, &format!("enter-{rep}"))
+                    .await?;
             }
             one_repeat(cx, s.host, s.remote, &s.work, rep).await
         })

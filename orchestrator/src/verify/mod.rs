@@ -123,7 +123,18 @@ pub async fn verify(req: &VerifyRequest, mut opts: RunOptions) -> Result<VerifyR
     let original = RunDir::open(dir).read_summary()?;
     let item = choose(&original, req.cause.as_deref())?;
     set_repeats(&mut plan, req.repeat, req.max_repeats);
-    let what = if needs_new_host(&item.key) {
+    let booted = match needs_new_host(&item.key) {
+        true => rebuild::boot_toggle(std::slice::from_ref(&item), &plan.candidate, &plan.vars)?,
+        false => None,
+    };
+    let what = if let Some(t) = booted {
+        opts.toggle = Some(t.clone());
+        Reverted {
+            items: vec![item],
+            how: How::Boot,
+            toggle: Some(t),
+        }
+    } else if needs_new_host(&item.key) {
         let (host, how) = rebuild::reverted_host(
             std::slice::from_ref(&item),
             &plan.candidate,
@@ -383,10 +394,22 @@ fn record(
     let decisions: Vec<DecisionStatus> = deciding(verify, rules)
         .filter_map(|m| m.decision.as_ref().map(|d| d.status))
         .collect();
-    let finding = finding(&recoveries, &decisions);
+    let mut finding = finding(&recoveries, &decisions);
     let (now, then) = (points(verify), points(original));
     let (applied, follows) = applied(verify);
+    // A kernel or boot the revert should have changed, and the verify run's own
+    // capture shows it did not (a boot hook or `up` that ignored `revert`): what
+    // was measured is not the revert, whatever the numbers say.
+    let missed = not_applied(&what, &applied);
+    if missed.is_some() {
+        finding = Finding::Unknown;
+    }
     let mut headline = headline(&what, finding, &recoveries, now, then);
+    if let Some(key) = missed {
+        headline.push_str(&format!(
+            "; but the reverted host does not differ from the candidate in {key} (verify.json: applied): the revert did not take, so this measures nothing"
+        ));
+    }
     // `applied` holds knobs too (boot parameters, sysctls someone set); only
     // options are what Kconfig dragged along.
     let options = verify.config_delta.len();
@@ -415,6 +438,18 @@ fn record(
         cpu_points: now,
         original_cpu_points: then,
     }
+}
+
+/// The one config option or boot parameter `kdelta verify` reverted, when the
+/// verify run's capture does not show it changed. Bisect steps are left alone:
+/// Kconfig folding part of a set back is an outcome there, read elsewhere.
+fn not_applied<'a>(what: &'a Reverted, applied: &[String]) -> Option<&'a str> {
+    let [one] = what.items.as_slice() else {
+        return None;
+    };
+    let key = one.key.as_str();
+    let shown = applied.iter().any(|a| a.starts_with(&format!("{key}: ")));
+    (needs_new_host(key) && !shown).then_some(key)
 }
 
 /// Cause when the revert's own decision is a change and the recovered share's
@@ -489,6 +524,32 @@ fn headline(
 mod tests {
     use super::*;
     use crate::model::{ConfigChange, KeyKind, RuntimeChange};
+
+    /// A boot hook or `up` that ignored `revert` shows in the verify run's own
+    /// capture: the item is not among what differed. Bisect sets are left alone.
+    #[test]
+    fn a_revert_that_did_not_take_is_named() {
+        let item = |key: &str| Item {
+            key: key.into(),
+            baseline: "(absent)".into(),
+            candidate: "FZPU".into(),
+        };
+        let what = |items: Vec<Item>| Reverted {
+            items,
+            how: How::Boot,
+            toggle: None,
+        };
+        let took = ["cmdline.slub_debug: FZPU → (absent)".to_string()];
+        let one = what(vec![item("cmdline.slub_debug")]);
+        assert_eq!(not_applied(&one, &took), None);
+        assert_eq!(not_applied(&one, &[]), Some("cmdline.slub_debug"));
+        let similar = ["cmdline.slub_debug_x: 1 → 0".to_string()];
+        assert_eq!(not_applied(&one, &similar), Some("cmdline.slub_debug"));
+        // A runtime item toggled live is read from its own delta, not here.
+        assert_eq!(not_applied(&what(vec![item("sysctl.vm.x")]), &[]), None);
+        let set = what(vec![item("CONFIG_A"), item("CONFIG_B")]);
+        assert_eq!(not_applied(&set, &[]), None);
+    }
 
     #[test]
     fn values_sized_from_memory_are_apart_from_what_the_revert_applied() {

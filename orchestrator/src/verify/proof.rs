@@ -39,6 +39,9 @@ fn how_words(h: How) -> &'static str {
         How::Rebuild => "a kernel with it reverted (built, or from the kernel cache)",
         How::Reboot => "booted with the edited command line",
         How::Command => "a host the playbook's `up` made with it reverted",
+        How::Boot => {
+            "the candidate rebooted by its `boot:` hook into the revert and back, in turns"
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 
 use super::revert::ABSENT;
 use super::Item;
-use crate::model::Role;
+use crate::model::{Role, StateToggle, ToggleBy};
 use crate::playbook::{
     ApplyCheck, CommandSpec, HostSpec, KernelSpec, Provider, QemuSpec, RevertVars,
 };
@@ -31,6 +31,9 @@ pub enum How {
     Reboot,
     /// A host the playbook's own `up` made with the revert it was given.
     Command,
+    /// The same ssh host rebooted by its `boot:` hook into the revert and back,
+    /// in turns.
+    Boot,
 }
 
 /// The candidate's spec with `items` (`CONFIG_*` or `cmdline.*`) reverted, as the
@@ -53,7 +56,7 @@ pub fn reverted_host(
         }
         Provider::Command(c) => (Provider::Command(reverted_command(items, c)?), How::Command),
         other => bail!(
-            "{} needs {} on the candidate, and an {} host is one machine that cannot run as it is and reverted at once; if a second machine like it can be made, describe the candidate as a command host whose `up` makes it with `revert` applied (README: verify on command hosts); or A/B it on a qemu host, or verify a runtime item with --cause KEY",
+            "{} needs {} on the candidate, and an {} host is one machine that cannot run as it is and reverted at once; give it a `boot:` hook that reboots it into `revert` (kexec, grub-reboot; README: verify on one ssh host), or, if a second machine like it can be made, describe the candidate as a command host whose `up` makes it with `revert` applied (README: verify on command hosts); or verify a runtime item with --cause KEY",
             first.show(),
             if first.key.starts_with("CONFIG_") { "another kernel build" } else { "a reboot with another command line" },
             other.kind().as_str()
@@ -114,17 +117,19 @@ pub fn reverted_qemu(items: &[Item], q: &QemuSpec, check: ApplyCheck) -> Result<
 /// The command candidate whose `up` gets `items` as its `revert`. An `up` that
 /// never reads `revert` would make the candidate again and measure nothing: refused.
 fn reverted_command(items: &[Item], c: &CommandSpec) -> Result<CommandSpec> {
-    let env = crate::playbook::template_env();
-    let reads = env
-        .template_from_str(&c.up)
-        .map(|t| t.undeclared_variables(false).contains("revert"))
-        .unwrap_or(false);
-    if !reads {
+    if !reads_revert(&c.up) {
         bail!(
             "{} needs a host with it reverted, and the candidate's `up` does not read `revert`, so it would make the same host again; give `up` the revert, e.g. `… {{% for o in revert.options %}} --option {{{{ o }}}}{{% endfor %}}{{% for k in revert.cmdline_remove %}} --remove {{{{ k }}}}{{% endfor %}}` (README: verify on command hosts)",
             items.iter().map(Item::show).collect::<Vec<_>>().join(", ")
         );
     }
+    let mut c = c.clone();
+    c.revert = revert_vars(items)?;
+    Ok(c)
+}
+
+/// What a template's `revert` holds for `items`.
+fn revert_vars(items: &[Item]) -> Result<RevertVars> {
     let mut r = RevertVars::default();
     for it in items {
         let (key, baseline) = (it.key.as_str(), it.baseline.as_str());
@@ -140,9 +145,66 @@ fn reverted_command(items: &[Item], c: &CommandSpec) -> Result<CommandSpec> {
         }
     }
     r.items = items.to_vec();
-    let mut c = c.clone();
-    c.revert = r;
-    Ok(c)
+    Ok(r)
+}
+
+/// Whether `template` reads the variable `revert`: one that does not would make or
+/// boot the same host again and measure nothing.
+fn reads_revert(template: &str) -> bool {
+    crate::playbook::template_env()
+        .template_from_str(template)
+        .map(|t| t.undeclared_variables(false).contains("revert"))
+        .unwrap_or(false)
+}
+
+/// An ssh candidate with a `boot:` hook: the toggle that reboots it into `items`
+/// reverted (`apply`, the hook rendered with them as `revert`) and back (`restore`,
+/// with `revert` empty). `None` for any other host.
+pub fn boot_toggle(
+    items: &[Item],
+    spec: &HostSpec,
+    vars: &std::collections::BTreeMap<String, serde_json::Value>,
+) -> Result<Option<StateToggle>> {
+    let Provider::Ssh(t) = &spec.provider else {
+        return Ok(None);
+    };
+    let Some(hook) = &t.boot else {
+        return Ok(None);
+    };
+    let shown = || items.iter().map(Item::show).collect::<Vec<_>>().join(", ");
+    if !reads_revert(hook) {
+        bail!(
+            "{} needs the candidate rebooted with it reverted, and its `boot:` does not read `revert`, so it would boot the same kernel and command line again; give it the revert, e.g. `… {{% for k in revert.cmdline_remove %}} --remove {{{{ k }}}}{{% endfor %}}{{% for w in revert.cmdline_add %}} --add {{{{ w }}}}{{% endfor %}}` (README: verify on one ssh host)",
+            shown()
+        );
+    }
+    let render = |r: RevertVars| {
+        let mut map: std::collections::BTreeMap<String, minijinja::Value> = vars
+            .iter()
+            .map(|(k, v)| (k.clone(), minijinja::Value::from_serialize(v)))
+            .collect();
+        map.insert("role".into(), minijinja::Value::from(spec.role.as_str()));
+        map.insert(
+            "destination".into(),
+            minijinja::Value::from(t.destination.clone()),
+        );
+        map.insert("revert".into(), minijinja::Value::from_serialize(&r));
+        crate::playbook::render(hook, &minijinja::Value::from_serialize(&map))
+            .map_err(|e| e.context(format!("hosts.{}.boot: template", spec.role)))
+    };
+    let (first, baseline, candidate) = match items {
+        [one] => (one.key.clone(), one.baseline.clone(), one.candidate.clone()),
+        many => (shown(), format!("{} items", many.len()), String::new()),
+    };
+    Ok(Some(StateToggle {
+        item: first,
+        baseline,
+        candidate,
+        save: None,
+        apply: render(revert_vars(items)?)?,
+        restore: render(RevertVars::default())?,
+        by: ToggleBy::Boot,
+    }))
 }
 
 /// A config option's value to build with: absent in the baseline's .config reads `n`
@@ -354,19 +416,53 @@ mod tests {
             e.contains("does not read `revert`") && e.contains("revert.options"),
             "{e}"
         );
-        let ssh = HostSpec {
+        let e = reverted_host(&items, &ssh(None), ApplyCheck::InlineOnly)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`boot:` hook") && e.contains("command host whose `up` makes it"),
+            "{e}"
+        );
+        assert!(boot_toggle(&items, &ssh(None), &Default::default())
+            .unwrap()
+            .is_none());
+    }
+
+    fn ssh(boot: Option<&str>) -> HostSpec {
+        HostSpec {
             provider: Provider::Ssh(crate::playbook::SshTarget {
-                destination: "box".into(),
+                destination: "admin@box".into(),
                 port: None,
                 user: None,
                 identity_file: None,
                 known_hosts: crate::playbook::KnownHostsPolicy::Strict,
+                boot: boot.map(str::to_string),
             }),
             ..qemu(source(), &[])
-        };
-        let e = reverted_host(&items, &ssh, ApplyCheck::InlineOnly)
+        }
+    }
+
+    /// An ssh host's `boot:` is rendered twice: with the revert (into the reverted
+    /// state) and with every list empty (back as the candidate was); the playbook's
+    /// vars and the destination are there. One that ignores `revert` is refused.
+    #[test]
+    fn an_ssh_hosts_boot_hook_boots_into_the_revert_and_back() {
+        let hook = "reboot-into {{ destination }} {{ grub }}{% for k in revert.cmdline_remove %} -{{ k }}{% endfor %}{% for w in revert.cmdline_add %} +{{ w }}{% endfor %}";
+        let vars = [("grub".to_string(), serde_json::json!("entry 2"))].into();
+        let items = one("cmdline.mitigations", "auto", "off");
+        let t = boot_toggle(&items, &ssh(Some(hook)), &vars)
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.by, ToggleBy::Boot);
+        assert_eq!(
+            t.apply,
+            "reboot-into admin@box 'entry 2' -mitigations +mitigations=auto"
+        );
+        assert_eq!(t.restore, "reboot-into admin@box 'entry 2'");
+        assert_eq!((t.baseline.as_str(), t.candidate.as_str()), ("auto", "off"));
+        let e = boot_toggle(&items, &ssh(Some("sudo reboot")), &vars)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("command host whose `up` makes it"), "{e}");
+        assert!(e.contains("does not read `revert`"), "{e}");
     }
 }

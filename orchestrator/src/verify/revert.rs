@@ -22,6 +22,7 @@ pub fn toggle(item: &str, baseline: &str, candidate: &str) -> Result<StateToggle
         save,
         apply,
         restore,
+        by: Default::default(),
     };
     let kind = if item.starts_with("CONFIG_") {
         CauseKind::Kconfig
