@@ -377,6 +377,8 @@ capture:
     }
     let reason = |i: usize| resumes[i]["reason"].as_str().unwrap().to_string();
     assert!(reason(0).contains("sysrq triggered crash"), "{rec}");
+    assert_eq!(resumes[0]["lost"][0]["how"], "crashed", "{rec}");
+    assert_eq!(resumes[0]["lost"][0]["role"], "candidate", "{rec}");
     let kept = run.join("hosts/candidate.attempt-1/console.log");
     assert!(
         std::fs::read_to_string(&kept)

@@ -288,6 +288,42 @@ pub struct ResumeRecord {
     /// Why, when kdelta resumed on its own (a guest's kernel crashed mid-run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The guests lost that made kdelta take the run again, and how.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lost: Vec<LostGuest>,
+}
+
+/// A qemu guest whose SSH connection was lost mid-run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LostGuest {
+    pub role: Role,
+    pub how: GuestLoss,
+    /// The crash line on its console, or (a freeze) its console's last line.
+    pub line: String,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestLoss {
+    /// A panic, oops or BUG on its console.
+    Crashed,
+    /// Nothing on its console: it stopped answering.
+    Froze,
+}
+
+impl LostGuest {
+    pub fn show(&self) -> String {
+        match self.how {
+            GuestLoss::Crashed => format!(
+                "{}: the guest's kernel crashed during the run ({})",
+                self.role, self.line
+            ),
+            GuestLoss::Froze => format!(
+                "{}: the guest stopped answering over SSH during the run, with no crash on its console (its last line: {:?})",
+                self.role, self.line
+            ),
+        }
+    }
 }
 
 /// `hosts.json`: what was provisioned and how to tear it down.

@@ -189,9 +189,14 @@ fn run_caveats(summary: &mut Summary, base: &Capture, cand: &Capture) {
     for r in &run.resumes {
         // A crash is said from the kept console (below, per side); a freeze leaves
         // nothing there, only the reason kdelta recorded when it took the run again.
-        if let Some(why) = r.reason.as_deref().filter(|w| w.contains(super::FROZE)) {
+        for froze in r
+            .lost
+            .iter()
+            .filter(|l| l.how == crate::model::GuestLoss::Froze)
+        {
             caveats.push(format!(
-                "{why}; both sides were captured again from fresh boots (the first attempt is kept in hosts/*.attempt-N): a kernel that freezes sometimes is a finding of its own"
+                "{}; both sides were captured again from fresh boots (the first attempt is kept in hosts/*.attempt-N): a kernel that freezes sometimes is a finding of its own",
+                froze.show()
             ));
         }
         if let [role] = r.recaptured.as_slice() {

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use futures::FutureExt;
 
-use crate::model::{PhaseStatus, Role, RunRecord};
+use crate::model::{GuestLoss, LostGuest, PhaseStatus, Role, RunRecord};
 use crate::playbook::Plan;
 use crate::progress::Progress;
 use crate::provision::teardown::teardown;
@@ -158,7 +158,7 @@ pub async fn resume(
     // verify's live toggle measures both sides on the candidate's host, in turns:
     // both are captured again, by provisioning that one host.
     let toggled = opts.toggle.is_some();
-    let todo = resume::prepare(&rd, &mut rec, &opts.command_line, None, toggled)?;
+    let todo = resume::prepare(&rd, &mut rec, &opts.command_line, Vec::new(), toggled)?;
     let roles = if toggled { vec![Role::Candidate] } else { todo };
     let log = RunLog::new(&rd, rec);
     execute(plan, &rd, &log, &roles, opts).await
@@ -196,12 +196,7 @@ async fn execute(
         let (result, interrupted) = guarded(&cx, &mut signals, deadline).await;
         if let Err(e) = &result {
             // Whatever ran when the pipeline was dropped did not finish.
-            let status = if interrupted {
-                PhaseStatus::Interrupted
-            } else {
-                PhaseStatus::Failed
-            };
-            log.cut_running(status, &format!("{e:#}"));
+            log.cut_running(ended(interrupted), &format!("{e:#}"));
         }
         if interrupted {
             progress.println("kdelta: interrupted, tearing down …");
@@ -211,15 +206,19 @@ async fn execute(
             Err(e) if !interrupted => lost_guests(&cx, e),
             _ => Vec::new(),
         };
+        let why = crashed
+            .iter()
+            .map(LostGuest::show)
+            .collect::<Vec<_>>()
+            .join("; ");
         // verify's two states are one guest: its own error says what to do.
         if crashed.is_empty() || attempt >= RUN_ATTEMPTS || opts.toggle.is_some() {
             let result = match result {
-                Err(e) if !crashed.is_empty() => Err(e.context(crashed.join("; "))),
+                Err(e) if !crashed.is_empty() => Err(e.context(why)),
                 r => r,
             };
             return finish(&cx, opts, result, interrupted).await;
         }
-        let why = crashed.join("; ");
         if signals.arrived() {
             let e = anyhow!("interrupted before the guest was booted again ({why})");
             return finish(&cx, opts, Err(e), true).await;
@@ -231,7 +230,7 @@ async fn execute(
         // Both roles again, on fresh boots: a side kept from before the crash would
         // leave the pairs unbalanced, taken at other times.
         let again = |rec: &mut RunRecord| {
-            resume::prepare(rd, rec, &opts.command_line, Some(why.clone()), true)
+            resume::prepare(rd, rec, &opts.command_line, crashed.clone(), true)
         };
         match log.update(again) {
             Ok(todo) => roles = todo,
@@ -249,14 +248,13 @@ async fn execute(
 const RUN_ATTEMPTS: u32 = 3;
 
 /// The qemu guests (roles captured now, with a console in their folder) whose SSH
-/// connection was lost, and how: "ROLE: the guest's kernel crashed during the run
-/// (LINE)", or "ROLE: the guest stopped answering over SSH during the run, …" when
-/// its console shows no crash (it froze). Under TCG a Debian 6.12 guest was seen to
+/// connection was lost, and how: crashed (a panic, oops or BUG line on the
+/// console) or froze (no crash there). Under TCG a Debian 6.12 guest was seen to
 /// die in an interrupt, and guests of 6.1 and 6.12 to stop answering while perf
 /// record was being stopped, once in tens of runs each in CI and never in the
 /// dozens of runs tried after: worth another try, said in the report (a kernel that
 /// crashes or freezes sometimes is a finding of its own).
-fn lost_guests(cx: &RunCtx<'_>, e: &anyhow::Error) -> Vec<String> {
+fn lost_guests(cx: &RunCtx<'_>, e: &anyhow::Error) -> Vec<LostGuest> {
     // The host whose connection was lost: an oops another guest survived is no cause.
     let lost: Vec<Role> = e
         .chain()
@@ -267,21 +265,32 @@ fn lost_guests(cx: &RunCtx<'_>, e: &anyhow::Error) -> Vec<String> {
         .iter()
         .filter(|role| lost.contains(role))
         .filter_map(|role| {
-            let host = cx.rd.host(*role);
-            let console = std::fs::read_to_string(host.console_log()).ok()?;
-            Some(match crate::analyze::console::kernel_crash(&console) {
-                Some(line) => format!("{role}: the guest's kernel crashed during the run ({line})"),
-                None => format!(
-                    "{role}: {FROZE} during the run, with no crash on its console (its last line: {:?})",
-                    console.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").chars().take(120).collect::<String>()
-                ),
+            let console = std::fs::read_to_string(cx.rd.host(*role).console_log()).ok()?;
+            let (how, line) = match crate::analyze::console::kernel_crash(&console) {
+                Some(line) => (GuestLoss::Crashed, line),
+                None => {
+                    let last = console.lines().rev().find(|l| !l.trim().is_empty());
+                    let last = last.unwrap_or("").chars().take(120).collect();
+                    (GuestLoss::Froze, last)
+                }
+            };
+            Some(LostGuest {
+                role: *role,
+                how,
+                line,
             })
         })
         .collect()
 }
 
-/// How a frozen guest is named (the analysis finds it in run.json's resume reasons).
-pub const FROZE: &str = "the guest stopped answering over SSH";
+/// How a run that did not get through ended.
+fn ended(interrupted: bool) -> PhaseStatus {
+    if interrupted {
+        PhaseStatus::Interrupted
+    } else {
+        PhaseStatus::Failed
+    }
+}
 
 /// After teardown: the analysis and report of a run that got through, or the
 /// failure recorded.
@@ -303,11 +312,7 @@ async fn finish(
             Err(e) => outcome.error = Some(e),
         },
         Err(e) => {
-            let status = if interrupted {
-                PhaseStatus::Interrupted
-            } else {
-                PhaseStatus::Failed
-            };
+            let status = ended(interrupted);
             cx.log.finish(status, Some(format!("{e:#}")));
             outcome.error = Some(e);
         }

@@ -98,13 +98,13 @@ pub fn load_run_plan(
 }
 
 /// Moves the partial captures of the roles to capture again aside and records the
-/// resume in `rec` (with `reason` when kdelta resumed on its own); `everything`
-/// captures finished roles again too. Returns those roles.
+/// resume in `rec` (with the guests `lost` when kdelta resumed on its own);
+/// `everything` captures finished roles again too. Returns those roles.
 pub fn prepare(
     rd: &RunDir,
     rec: &mut RunRecord,
     command: &[String],
-    reason: Option<String>,
+    lost: Vec<crate::model::LostGuest>,
     everything: bool,
 ) -> Result<Vec<Role>> {
     let done = if everything {
@@ -134,7 +134,13 @@ pub fn prepare(
         at: utc_now(),
         command: command.to_vec(),
         recaptured: todo.clone(),
-        reason,
+        reason: (!lost.is_empty()).then(|| {
+            lost.iter()
+                .map(crate::model::LostGuest::show)
+                .collect::<Vec<_>>()
+                .join("; ")
+        }),
+        lost,
     });
     rec.status = PhaseStatus::Running;
     rec.error = None;
