@@ -47,19 +47,29 @@ fn run_shipped(
     // Fragments are relative to the playbook.
     std::os::unix::fs::symlink(repo().join("playbooks/kernel"), tmp.path().join("kernel")).unwrap();
     let out = tmp.path().join("out");
-    let o = kdelta_run(&pb, &out).output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout);
-    let stderr = String::from_utf8_lossy(&o.stderr);
+    run_checked(&pb, &out, &before);
+    let run = only_run_dir(&out);
+    let s = read_json(&run.join("summary.json"));
+    (lock, tmp, run, s)
+}
+
+/// Runs `pb` into `out` and checks what every qemu test needs: no QEMU left beside
+/// those running `before`, and an exit code of a run that got through (0–2), the
+/// guests' consoles shown when not (a kernel that crashed says so there). Returns
+/// stdout and stderr.
+fn run_checked(pb: &std::path::Path, out: &std::path::Path, before: &[String]) -> (String, String) {
+    let o = kdelta_run(pb, out).output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
     let left: Vec<String> = qemu_pids()
         .into_iter()
         .filter(|p| !before.contains(p))
         .collect();
     assert!(left.is_empty(), "QEMU left running: {left:?}");
-    // A failure shows the guests' consoles too: a kernel that crashed says so there.
     let consoles = || {
         let mut t = String::new();
         for role in ["baseline", "candidate"] {
-            for f in glob_consoles(&out, role) {
+            for f in glob_consoles(out, role) {
                 let text = std::fs::read_to_string(&f).unwrap_or_default();
                 let tail: Vec<&str> = text.lines().rev().take(40).collect();
                 t += &format!("--- {}\n", f.display());
@@ -75,9 +85,7 @@ fn run_shipped(
         o.status.code(),
         consoles()
     );
-    let run = only_run_dir(&out);
-    let s = read_json(&run.join("summary.json"));
-    (lock, tmp, run, s)
+    (stdout, stderr)
 }
 
 /// The consoles of `role` in the run folders under `out`: `console.log`, the
@@ -341,21 +349,7 @@ capture:
     )
     .unwrap();
     let out = tmp.path().join("out");
-    let o = kdelta_run(&pb, &out).output().unwrap();
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-    );
-    let left: Vec<String> = qemu_pids()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert!(left.is_empty(), "QEMU left running: {left:?}");
-    assert!(
-        matches!(o.status.code(), Some(0..=2)),
-        "exit {:?}\n{stdout}\n{stderr}",
-        o.status.code()
-    );
+    let (_, stderr) = run_checked(&pb, &out, &before);
     assert!(
         stderr.contains("candidate: the guest's kernel crashed during the run"),
         "{stderr}"

@@ -102,18 +102,26 @@ fn worse_better(w: f64) -> String {
     }
 }
 
-/// A metric that is itself a share — unit `%` (0–100), or `share`/`fraction`
-/// (0–1) — also in points: a share going 9% → 84% is "829% worse" as a relative
-/// change, which the test uses (on log ratios) but nobody reads well.
-fn points(m: &MetricDelta) -> Option<String> {
+/// How a metric changed, `w` its relative worsening. A metric that is itself a
+/// share — unit `%` (0–100), or `share`/`fraction` (0–1) — leads with points: a
+/// share going 9% → 84% is "829% worse" as a relative change, which the test uses
+/// (on log ratios) but nobody reads well.
+fn changed(m: &MetricDelta, w: f64) -> String {
     let scale = match m.unit.as_str() {
         "%" => 1.0,
         "share" | "fraction" => 100.0,
-        _ => return None,
+        _ => return worse_better(w),
     };
     let (b, c) = (m.baseline * scale, m.candidate * scale);
-    (b.is_finite() && c.is_finite())
-        .then(|| format!("{b:.1}% → {c:.1}%, {:+.1} percentage points", c - b))
+    if !(b.is_finite() && c.is_finite()) {
+        return worse_better(w);
+    }
+    format!(
+        "{:.1} percentage points {} ({b:.1}% → {c:.1}%; relative: {})",
+        (c - b).abs(),
+        if w >= 0.0 { "worse" } else { "better" },
+        worse_better(w)
+    )
 }
 
 /// Decides a metric from its repeats alone.
@@ -228,12 +236,11 @@ fn reason(
         pval(p)
     );
     let limit = pct(d.limit);
-    let points = points(m).map(|p| format!(" ({p})")).unwrap_or_default();
     match d.status {
         DecisionStatus::Regression | DecisionStatus::Improvement => format!(
-            "{} {}{points}{consistent} ({numbers}), beyond the {limit} limit",
+            "{} {}{consistent} ({numbers}), beyond the {limit} limit",
             m.name,
-            worse_better(w)
+            changed(m, w)
         ),
         DecisionStatus::Same => format!(
             "{} within ±{limit}: {} ({numbers})",
@@ -241,9 +248,9 @@ fn reason(
             worse_better(w)
         ),
         DecisionStatus::Unknown => format!(
-            "{} {}{points} but the interval straddles {} ({numbers}){}",
+            "{} {} but the interval straddles {} ({numbers}){}",
             m.name,
-            worse_better(w),
+            changed(m, w),
             if w.abs() >= lim { "zero" } else { "the limit" },
             match d.pairs_needed {
                 Some(k) => format!("; about {k} pairs would decide"),
@@ -289,10 +296,9 @@ pub fn with_cpu_evidence(d: &mut MetricDecision, m: &MetricDelta, ev: Option<&Cp
     d.decided_by = DecidedBy::CpuEvidence;
     d.pairs_needed = None;
     d.reason = format!(
-        "{} {}{} in every repeat (at least {}; {} pairs: too few for the metric's test alone{}); CPU evidence decisive: {} = {} takes {} points {} of the {}'s busy CPU (high confidence, p = {})",
+        "{} {} in every repeat (at least {}; {} pairs: too few for the metric's test alone{}); CPU evidence decisive: {} = {} takes {} points {} of the {}'s busy CPU (high confidence, p = {})",
         m.name,
-        worse_better(d.worsening.unwrap_or(least)),
-        points(m).map(|p| format!(" ({p})")).unwrap_or_default(),
+        changed(m, d.worsening.unwrap_or(least)),
         worse_better(least),
         d.pairs,
         d.p_value.map(|p| format!(", p = {}", pval(p))).unwrap_or_default(),
@@ -441,7 +447,7 @@ mod tests {
         assert!(
             d.reason.starts_with("frames_lost ")
                 && d.reason
-                    .contains("worse (9.5% → 83.5%, +74.0 percentage points)"),
+                    .contains("74.0 percentage points worse (9.5% → 83.5%; relative: 780% worse)"),
             "{}",
             d.reason
         );
@@ -449,7 +455,7 @@ mod tests {
         (m.baseline, m.candidate) = (2.8, 3.6);
         assert!(decide(&m, 0.1, ALPHA)
             .reason
-            .contains("(2.8% → 3.6%, +0.8 percentage points)"));
+            .contains("0.8 percentage points worse (2.8% → 3.6%; relative"));
         m.unit = "bit/s".into();
         assert!(!decide(&m, 0.1, ALPHA).reason.contains("percentage points"));
     }
