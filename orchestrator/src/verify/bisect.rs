@@ -1,8 +1,10 @@
 //! `kdelta bisect RUN_DIR`: find which items of a run's delta reproduce its change
 //! when attribution cannot say, by reverting sets of them on the candidate and
 //! measuring each set as `kdelta verify` measures one item ([`super::search`] picks
-//! the sets). Config options and boot parameters of a qemu candidate are searched
-//! together; runtime items are one `kdelta verify --cause KEY` each.
+//! the sets). Config options and boot parameters of a qemu candidate (rebuilt or
+//! rebooted), of a command candidate (its `up`) or of an ssh candidate with a
+//! `boot:` hook (rebooted between repeats) are searched together; runtime items
+//! are one `kdelta verify --cause KEY` each.
 //!
 //! `RUN_DIR/bisect/bisect.json` holds every step as soon as it is measured; running
 //! the same command again after a failure or a Ctrl-C continues from there (the
@@ -139,7 +141,9 @@ pub async fn bisect(
         ));
     }
     // Every item must be revertible on this candidate, checked before any step.
-    reverted_host(&rec.items, &plan.candidate, ApplyCheck::Nothing)?;
+    if super::rebuild::boot_toggle(&rec.items, &plan.candidate, &plan.vars)?.is_none() {
+        reverted_host(&rec.items, &plan.candidate, ApplyCheck::Nothing)?;
+    }
     let keys: Vec<String> = rec.items.iter().map(|i| i.key.clone()).collect();
     let mut budget = req.max_steps;
     let started = Instant::now();
@@ -290,8 +294,22 @@ impl StepCx<'_> {
             .filter(|i| set.contains(&i.key))
             .cloned()
             .collect();
-        let (host, how) = reverted_host(&items, &self.plan.candidate, ApplyCheck::Nothing)?;
         let start = Instant::now();
+        // An ssh candidate with a `boot:` hook: one machine, rebooted into the set
+        // reverted and back between repeats, as `kdelta verify` does.
+        if let Some(t) = super::rebuild::boot_toggle(&items, &self.plan.candidate, &self.plan.vars)?
+        {
+            let mut opts = self.opts.clone();
+            opts.toggle = Some(t.clone());
+            let what = Reverted {
+                items,
+                how: How::Boot,
+                toggle: Some(t),
+            };
+            let v = super::measure(self.dir, self.plan, self.original, what, &opts).await?;
+            return Ok(read_step(set, start, How::Boot, false, v));
+        }
+        let (host, how) = reverted_host(&items, &self.plan.candidate, ApplyCheck::Nothing)?;
         // A set of options Kconfig puts back entirely is the candidate's own kernel:
         // seen from the final config in seconds, before any guest boots.
         let mut built = false;
@@ -339,44 +357,56 @@ impl StepCx<'_> {
             toggle: None,
         };
         let v = super::measure(self.dir, &step_plan, self.original, what, self.opts).await?;
-        let Some(vr) = v.record else {
-            let e = v
-                .error
-                .unwrap_or_else(|| anyhow::anyhow!("the step was not analysed"));
-            return Ok(Err(Stop::Failed((e, v.interrupted, v.dir))));
-        };
-        let collapsed = !vr
-            .applied
-            .iter()
-            .any(|a| set.iter().any(|k| a.starts_with(&format!("{k}:"))));
-        let outcome = match vr.finding {
-            _ if collapsed => Outcome::Nothing,
-            Finding::Cause => Outcome::All,
-            Finding::Partial => Outcome::Part,
-            Finding::NotCause => Outcome::Nothing,
-            Finding::Unknown => Outcome::Unknown,
-        };
-        let headline = if collapsed {
-            format!(
-                "collapsed: Kconfig put {} back, nothing was reverted",
-                set.join(", ")
-            )
-        } else {
-            vr.headline.clone()
-        };
-        Ok(Ok(Step {
-            set,
-            outcome,
-            applied: vr.applied,
-            collapsed,
-            headline,
-            dir: v.dir.display().to_string(),
-            seconds: start.elapsed().as_secs_f64(),
-            how: Some(how),
-            recoveries: vr.recoveries,
-            built,
-        }))
+        Ok(read_step(set, start, how, built, v))
     }
+}
+
+/// A measured step's outcome, from its verify record: a set Kconfig put back
+/// entirely (nothing of it applied) measured nothing.
+fn read_step(
+    set: Vec<String>,
+    start: Instant,
+    how: How,
+    built: bool,
+    v: super::VerifyReport,
+) -> Result<Step, Stop> {
+    let Some(vr) = v.record else {
+        let e = v
+            .error
+            .unwrap_or_else(|| anyhow::anyhow!("the step was not analysed"));
+        return Err(Stop::Failed((e, v.interrupted, v.dir)));
+    };
+    let collapsed = !vr
+        .applied
+        .iter()
+        .any(|a| set.iter().any(|k| a.starts_with(&format!("{k}:"))));
+    let outcome = match vr.finding {
+        _ if collapsed => Outcome::Nothing,
+        Finding::Cause => Outcome::All,
+        Finding::Partial => Outcome::Part,
+        Finding::NotCause => Outcome::Nothing,
+        Finding::Unknown => Outcome::Unknown,
+    };
+    let headline = if collapsed {
+        format!(
+            "collapsed: Kconfig put {} back, nothing was reverted",
+            set.join(", ")
+        )
+    } else {
+        vr.headline.clone()
+    };
+    Ok(Step {
+        set,
+        outcome,
+        applied: vr.applied,
+        collapsed,
+        headline,
+        dir: v.dir.display().to_string(),
+        seconds: start.elapsed().as_secs_f64(),
+        how: Some(how),
+        recoveries: vr.recoveries,
+        built,
+    })
 }
 
 /// The fingerprint of the kernel a qemu host would boot (None: not source-built).
