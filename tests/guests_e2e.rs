@@ -277,8 +277,9 @@ fn ssh_provider_as_a_sudo_user_on_debian_guests() {
 
     // 4. Issue 16: the boot parameter verified on the one ssh machine. Its `boot:`
     //    hook kexecs the candidate into the command line without slub_debug=FZPU
-    //    and back. A Ctrl-C while the reverted state is measured boots it back
-    //    (teardown); `verify --resume` then measures both states again to the end.
+    //    and back. A Ctrl-C while the guest reboots into the revert: teardown waits
+    //    for that boot to end, then boots it back; `verify --resume` then measures
+    //    both states again to the end.
     let cmdline = || g[1].ssh("cat /proc/cmdline").stdout.trim().to_string();
     let boot_id = || {
         g[1].ssh("cat /proc/sys/kernel/random/boot_id")
@@ -300,18 +301,45 @@ fn ssh_provider_as_a_sudo_user_on_debian_guests() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for_phase(&vout, "workload 1/1", Some("baseline"), 600);
-    let reverted = cmdline();
+    // The hook's log is written when it returns: the kexec is then under way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let hooked = loop {
+        let log = std::fs::read_dir(&vout)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| {
+                let p = e.ok()?.path().join("hosts/candidate/logs/boot-1.log");
+                p.is_file().then_some(p)
+            });
+        if log.is_some() || std::time::Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(hooked.is_some(), "the boot hook never ran: {stderr}");
     assert_eq!(o.status.code(), Some(130), "{stderr}");
-    assert!(!reverted.contains("slub_debug"), "reverted: {reverted}");
+    assert!(!stderr.contains("may still"), "{stderr}");
     assert!(
         cmdline().contains("slub_debug=FZPU"),
         "booted back at teardown: {}\n{stderr}",
         cmdline()
     );
+    // The guest's own record of the hook's calls (boot id, command line asked for):
+    // into the revert from the first boot, back from the reverted boot, not from
+    // the first boot again (teardown waited for the reboot under way).
+    let boots = g[1].ssh("cat /var/tmp/kdelta-kexec/boots.log").stdout;
+    let calls: Vec<(&str, &str)> = boots.lines().filter_map(|l| l.split_once(' ')).collect();
+    assert_eq!(calls.len(), 2, "{boots}");
+    assert_eq!(calls[0].0, first_boot, "{boots}");
+    assert!(!calls[0].1.contains("slub_debug"), "{boots}");
+    assert_ne!(
+        calls[1].0, first_boot,
+        "the restore ran in the old boot: {boots}"
+    );
+    assert!(calls[1].1.contains("slub_debug=FZPU"), "{boots}");
     assert_eq!(
         leftovers(&g[1]),
         "",

@@ -33,14 +33,36 @@ pub async fn boot_id(r: &Remote) -> Result<String> {
 /// Runs the rendered `hook` here (its output in `log`) and waits until `remote`
 /// answers from a new boot, reconnected. Returns how long the host took to come back.
 pub async fn reboot(remote: &Remote, hook: &str, log: &Path) -> Result<Duration> {
-    let role = remote.role;
     let before = boot_id(remote).await.ok();
+    run_hook(remote, hook, log).await?;
+    wait_past(remote, before.as_deref(), log).await
+}
+
+/// Runs the rendered boot hook here, bounded by [`HOOK_TIMEOUT`].
+pub async fn run_hook(remote: &Remote, hook: &str, log: &Path) -> Result<()> {
+    let role = remote.role;
     crate::provision::command::run_local(hook, HOOK_TIMEOUT, log)
         .await
-        .with_context(|| format!("{role}: the boot hook (hosts.{role}.boot)"))?;
+        .with_context(|| format!("{role}: the boot hook (hosts.{role}.boot)"))
+        .map(|_| ())
+}
+
+/// Waits, reconnecting, until `remote` answers with a boot id other than `before`
+/// (`None`: the first boot that answers), for at most [`BOOT_WAIT`].
+pub async fn wait_past(remote: &Remote, before: Option<&str>, log: &Path) -> Result<Duration> {
+    let role = remote.role;
     let start = Instant::now();
-    let mut last = String::from("the old boot still answered");
+    let mut last = String::from("no answer yet");
+    let mut connected = true;
     loop {
+        // The boot may already be over (teardown after a reboot it did not see end).
+        if connected {
+            match boot_id(remote).await {
+                Ok(id) if Some(id.as_str()) != before => return Ok(start.elapsed()),
+                Ok(_) => last = "the old boot still answered".into(),
+                Err(e) => last = format!("{e:#}"),
+            }
+        }
         if start.elapsed() > BOOT_WAIT {
             bail!(
                 "{role}: {} did not answer from a new boot within {} s after the boot hook returned ({last}); the hook must reboot the host (its output: {})",
@@ -50,14 +72,12 @@ pub async fn reboot(remote: &Remote, hook: &str, log: &Path) -> Result<Duration>
             );
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
-        if let Err(e) = remote.reconnect().await {
-            last = format!("{e:#}");
-            continue;
-        }
-        match boot_id(remote).await {
-            Ok(id) if Some(&id) != before.as_ref() => return Ok(start.elapsed()),
-            Ok(_) => last = "the old boot still answered".into(),
-            Err(e) => last = format!("{e:#}"),
-        }
+        connected = match remote.reconnect().await {
+            Ok(()) => true,
+            Err(e) => {
+                last = format!("{e:#}");
+                false
+            }
+        };
     }
 }

@@ -82,7 +82,12 @@ pub enum Restore {
     /// A command on the host.
     Command(String),
     /// The ssh host's `boot:` hook (rendered), run here; then the host's new boot.
-    Boot(String),
+    Boot {
+        hook: String,
+        /// The boot id the host had when a reboot into the revert was started and
+        /// not yet seen to end: teardown waits for a boot past it first.
+        leaving: Option<String>,
+    },
 }
 
 impl Restore {
@@ -90,7 +95,7 @@ impl Restore {
     pub fn show(&self) -> String {
         match self {
             Restore::Command(c) => format!("on the host: {c}"),
-            Restore::Boot(c) => format!("here: {c} (it reboots the host)"),
+            Restore::Boot { hook, .. } => format!("here: {hook} (it reboots the host)"),
         }
     }
 }

@@ -93,6 +93,10 @@ async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<Strin
                 .filter(|(r, _)| *r == h.role)
                 .map(|(_, x)| x)
                 .collect();
+            // A host verify reboots may be between two boots: it has time to come up.
+            if restores.iter().any(|x| matches!(x, Restore::Boot { .. })) {
+                spec.retry_for = super::boot::BOOT_WAIT;
+            }
             let r = match Remote::connect(&spec, &tmp).await {
                 Ok(r) => r,
                 Err(e) => {
@@ -112,9 +116,18 @@ async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<Strin
                         .run("verify-restore", c, Duration::from_secs(60))
                         .await
                         .map(|_| ()),
-                    Restore::Boot(hook) => {
+                    Restore::Boot { hook, leaving } => {
                         let log = tmp.join(format!("boot-{}.log", h.role));
-                        super::boot::reboot(&r, hook, &log).await.map(|_| ())
+                        // A reboot into the revert still under way ends first: the
+                        // hook would otherwise talk to a host going down.
+                        let settled = match leaving {
+                            Some(id) => super::boot::wait_past(&r, Some(id), &log).await.map(|_| ()),
+                            None => Ok(()),
+                        };
+                        match settled {
+                            Ok(()) => super::boot::reboot(&r, hook, &log).await.map(|_| ()),
+                            Err(e) => Err(e),
+                        }
                     }
                 };
                 if let Err(e) = done {

@@ -385,12 +385,25 @@ async fn guarded(cx: &RunCtx<'_>, sig: &mut Signals, deadline: Instant) -> (Resu
 /// Teardown: always, bounded, recorded as a phase.
 async fn torn_down(cx: &RunCtx<'_>) {
     let td = cx.log.begin("teardown", None);
-    let errs =
-        tokio::time::timeout(Duration::from_secs(60), teardown(cx.ledger, cx.progress)).await;
+    // Booting an ssh host back out of verify's revert waits for a reboot that may
+    // be under way, then runs the hook and waits for one more boot.
+    let boots = crate::provision::with_ledger(cx.ledger, |l| {
+        l.restores
+            .iter()
+            .any(|(_, r)| matches!(r, crate::provision::Restore::Boot { .. }))
+    });
+    let bound = match boots {
+        true => {
+            use crate::provision::boot::{BOOT_WAIT, HOOK_TIMEOUT};
+            Duration::from_secs(60) + BOOT_WAIT * 2 + HOOK_TIMEOUT
+        }
+        false => Duration::from_secs(60),
+    };
+    let errs = tokio::time::timeout(bound, teardown(cx.ledger, cx.progress)).await;
     let res = match errs {
         Ok(e) if e.is_empty() => Ok(()),
         Ok(e) => Err(e.join("; ")),
-        Err(_) => Err("teardown did not finish in 60s".to_string()),
+        Err(_) => Err(format!("teardown did not finish in {} s", bound.as_secs())),
     };
     if let Err(e) = &res {
         cx.progress

@@ -71,10 +71,17 @@ impl Toggler {
             return Ok(());
         }
         let role = self.host.role;
+        let before = boot::boot_id(remote).await.ok();
         if state == Role::Baseline {
             // Before the reboot: a run cut short while it boots is booted back.
             with_ledger(cx.ledger, |l| {
-                l.restores.push((role, Restore::Boot(self.restore.clone())))
+                l.restores.push((
+                    role,
+                    Restore::Boot {
+                        hook: self.restore.clone(),
+                        leaving: None,
+                    },
+                ))
             });
         }
         let n = {
@@ -89,7 +96,11 @@ impl Toggler {
         cx.progress
             .step(role.as_str(), &format!("boot hook: rebooting into {into}"));
         let log = cx.rd.host(role).logs().join(format!("boot-{n}.log"));
-        let took = boot::reboot(remote, cmd, &log).await?;
+        boot::run_hook(remote, cmd, &log).await?;
+        // The reboot is under way: a teardown now waits for it to end first.
+        self.leaving(cx, before.clone());
+        let took = boot::wait_past(remote, before.as_deref(), &log).await?;
+        self.leaving(cx, None);
         self.set_current(state);
         if state == Role::Candidate {
             with_ledger(cx.ledger, |l| l.restores.retain(|(r, _)| *r != role));
@@ -100,6 +111,17 @@ impl Toggler {
         ));
         deploy(cx, &self.host, remote).await?;
         self.copy_files(remote, cmd_t).await
+    }
+
+    /// Records in the ledger's boot restore which boot a reboot is leaving.
+    fn leaving(&self, cx: &RunCtx<'_>, id: Option<String>) {
+        with_ledger(cx.ledger, |l| {
+            for (r, x) in l.restores.iter_mut() {
+                if let (true, Restore::Boot { leaving, .. }) = (*r == self.host.role, x) {
+                    *leaving = id.clone();
+                }
+            }
+        });
     }
 
     /// The reverted side's work folder: the candidate's deployed files, copied.
@@ -211,7 +233,10 @@ pub(super) async fn toggled(
     .map_err(|e| {
         let how = match t.by {
             ToggleBy::Command => Restore::Command(restore.clone()),
-            ToggleBy::Boot => Restore::Boot(restore.clone()),
+            ToggleBy::Boot => Restore::Boot {
+                hook: restore.clone(),
+                leaving: None,
+            },
         };
         e.context(format!(
             "the candidate may still have {} reverted; put it back {}",
