@@ -113,6 +113,11 @@ impl Remote {
         Ok(())
     }
 
+    /// How long a later [`Remote::reconnect`] keeps trying.
+    pub fn retry_for(&mut self, d: Duration) {
+        self.spec.retry_for = d;
+    }
+
     /// The session commands run on now.
     fn session(&self) -> Arc<Session> {
         match self.session.read() {

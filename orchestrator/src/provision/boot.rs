@@ -30,12 +30,24 @@ pub async fn boot_id(r: &Remote) -> Result<String> {
     Ok(id)
 }
 
+/// What a boot came up as: the kernel's release and build, and its command line.
+pub async fn identity(r: &Remote) -> Result<String> {
+    let out = r
+        .run(
+            "boot-identity",
+            "uname -rv && cat /proc/cmdline",
+            Duration::from_secs(30),
+        )
+        .await?;
+    Ok(out.stdout.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 /// Runs the rendered `hook` here (its output in `log`) and waits until `remote`
 /// answers from a new boot, reconnected. Returns how long the host took to come back.
 pub async fn reboot(remote: &Remote, hook: &str, log: &Path) -> Result<Duration> {
-    let before = boot_id(remote).await.ok();
+    let before = boot_id(remote).await?;
     run_hook(remote, hook, log).await?;
-    wait_past(remote, before.as_deref(), log).await
+    wait_past(remote, Some(&before), log).await
 }
 
 /// Runs the rendered boot hook here, bounded by [`HOOK_TIMEOUT`].

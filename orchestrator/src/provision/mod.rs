@@ -87,6 +87,9 @@ pub enum Restore {
         /// The boot id the host had when a reboot into the revert was started and
         /// not yet seen to end: teardown waits for a boot past it first.
         leaving: Option<String>,
+        /// How the original boot came up ([`boot::identity`]): the restored boot
+        /// must come up so.
+        expect: Option<String>,
     },
 }
 

@@ -98,7 +98,11 @@ async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<Strin
                 spec.retry_for = super::boot::BOOT_WAIT;
             }
             let r = match Remote::connect(&spec, &tmp).await {
-                Ok(r) => r,
+                Ok(mut r) => {
+                    // Each reconnect while it waits for a boot is short again.
+                    r.retry_for(Duration::from_secs(20));
+                    r
+                }
                 Err(e) => {
                     let mut p = vec![format!("{}: cleanup skipped: {e:#}", h.role)];
                     p.extend(restores.iter().map(|x| {
@@ -116,18 +120,13 @@ async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<Strin
                         .run("verify-restore", c, Duration::from_secs(60))
                         .await
                         .map(|_| ()),
-                    Restore::Boot { hook, leaving } => {
+                    Restore::Boot {
+                        hook,
+                        leaving,
+                        expect,
+                    } => {
                         let log = tmp.join(format!("boot-{}.log", h.role));
-                        // A reboot into the revert still under way ends first: the
-                        // hook would otherwise talk to a host going down.
-                        let settled = match leaving {
-                            Some(id) => super::boot::wait_past(&r, Some(id), &log).await.map(|_| ()),
-                            None => Ok(()),
-                        };
-                        match settled {
-                            Ok(()) => super::boot::reboot(&r, hook, &log).await.map(|_| ()),
-                            Err(e) => Err(e),
-                        }
+                        boot_back(&r, hook, leaving.as_deref(), expect.as_deref(), &log).await
                     }
                 };
                 if let Err(e) = done {
@@ -149,4 +148,29 @@ async fn clean_foreign(l: &Ledger, work: &str, progress: &Progress) -> Vec<Strin
             problems
         });
     join_all(cleanups).await.into_iter().flatten().collect()
+}
+
+/// Boots an ssh host back out of verify's revert: a reboot into the revert still
+/// under way ends first (the hook would otherwise talk to a host going down), then
+/// the hook, then the new boot, checked to come up as the original did.
+async fn boot_back(
+    r: &Remote,
+    hook: &str,
+    leaving: Option<&str>,
+    expect: Option<&str>,
+    log: &std::path::Path,
+) -> anyhow::Result<()> {
+    if let Some(id) = leaving {
+        super::boot::wait_past(r, Some(id), log).await?;
+    }
+    super::boot::reboot(r, hook, log).await?;
+    let now = super::boot::identity(r).await?;
+    match expect {
+        Some(e) if e != now => anyhow::bail!(
+            "{}: booted back, but as {now:?}, not as the original boot {e:?} (its output: {})",
+            r.role,
+            log.display()
+        ),
+        _ => Ok(()),
+    }
 }

@@ -403,7 +403,26 @@ async fn torn_down(cx: &RunCtx<'_>) {
     let res = match errs {
         Ok(e) if e.is_empty() => Ok(()),
         Ok(e) => Err(e.join("; ")),
-        Err(_) => Err(format!("teardown did not finish in {} s", bound.as_secs())),
+        Err(_) => {
+            let pending: Vec<String> = crate::provision::with_ledger(cx.ledger, |l| {
+                l.restores
+                    .iter()
+                    .map(|(role, r)| format!("{role}: put it back {}", r.show()))
+                    .collect()
+            });
+            Err(format!(
+                "teardown did not finish in {} s{}",
+                bound.as_secs(),
+                if pending.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " (a state verify reverted may be left: {})",
+                        pending.join("; ")
+                    )
+                }
+            ))
+        }
     };
     if let Err(e) = &res {
         cx.progress

@@ -33,17 +33,49 @@ pub(super) struct Toggler {
     /// The candidate's work folder, and the reverted side's copy of its files.
     work: String,
     other: String,
-    current: Mutex<Role>,
+    /// The state the host is in; `None` once a boot hook started and until its boot
+    /// is checked (a failed or cut reboot leaves it unknown: restored whatever).
+    current: Mutex<Option<Role>>,
+    /// What each state booted as (kernel and command line), seen the first time
+    /// it was entered: a later boot into it must come up the same.
+    seen: Mutex<[Option<String>; 2]>,
     boots: Mutex<u32>,
 }
 
 impl Toggler {
-    fn current(&self) -> Role {
+    fn current(&self) -> Option<Role> {
         *self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_current(&self, r: Role) {
+    fn set_current(&self, r: Option<Role>) {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = r;
+    }
+
+    /// Checks that a boot into `state` came up as that state did before (or
+    /// remembers it, the first time).
+    fn same_as_before(&self, state: Role, now: String, log: &std::path::Path) -> Result<()> {
+        let i = match state {
+            Role::Baseline => 0,
+            Role::Candidate => 1,
+        };
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        match &seen[i] {
+            Some(then) if *then != now => anyhow::bail!(
+                "{}: the boot hook (hosts.{}.boot) was to boot the {} state, but the host came up as {now:?}, not {then:?} as before: kdelta cannot tell which state it would measure; check the hook (its output: {})",
+                self.host.role,
+                self.host.role,
+                match state {
+                    Role::Baseline => "reverted",
+                    Role::Candidate => "original",
+                },
+                log.display()
+            ),
+            Some(_) => Ok(()),
+            None => {
+                seen[i] = Some(now);
+                Ok(())
+            }
+        }
     }
 
     /// Puts the host into `state` (`Baseline`: reverted). A command toggle runs its
@@ -64,26 +96,40 @@ impl Toggler {
         };
         if self.by == ToggleBy::Command {
             remote.run(what, cmd, cmd_t).await?;
-            self.set_current(state);
+            self.set_current(Some(state));
             return Ok(());
         }
-        if self.current() == state {
+        if self.current() == Some(state) {
             return Ok(());
         }
         let role = self.host.role;
-        let before = boot::boot_id(remote).await.ok();
-        if state == Role::Baseline {
-            // Before the reboot: a run cut short while it boots is booted back.
-            with_ledger(cx.ledger, |l| {
+        // The boot being left, to know the new one: without it the old boot, still
+        // answering for a moment, would pass for the new one.
+        let before = match boot::boot_id(remote).await {
+            Ok(id) => id,
+            Err(_) => {
+                remote.reconnect().await?;
+                boot::boot_id(remote).await?
+            }
+        };
+        // Before the reboot: a run cut short while it boots is booted back.
+        with_ledger(cx.ledger, |l| {
+            let pending = l
+                .restores
+                .iter()
+                .any(|(r, x)| *r == role && matches!(x, Restore::Boot { .. }));
+            if !pending {
                 l.restores.push((
                     role,
                     Restore::Boot {
                         hook: self.restore.clone(),
                         leaving: None,
+                        expect: self.original(),
                     },
                 ))
-            });
-        }
+            }
+        });
+        self.set_current(None);
         let n = {
             let mut b = self.boots.lock().unwrap_or_else(|e| e.into_inner());
             *b += 1;
@@ -98,10 +144,11 @@ impl Toggler {
         let log = cx.rd.host(role).logs().join(format!("boot-{n}.log"));
         boot::run_hook(remote, cmd, &log).await?;
         // The reboot is under way: a teardown now waits for it to end first.
-        self.leaving(cx, before.clone());
-        let took = boot::wait_past(remote, before.as_deref(), &log).await?;
+        self.leaving(cx, Some(before.clone()));
+        let took = boot::wait_past(remote, Some(&before), &log).await?;
         self.leaving(cx, None);
-        self.set_current(state);
+        self.same_as_before(state, boot::identity(remote).await?, &log)?;
+        self.set_current(Some(state));
         if state == Role::Candidate {
             with_ledger(cx.ledger, |l| l.restores.retain(|(r, _)| *r != role));
         }
@@ -111,6 +158,12 @@ impl Toggler {
         ));
         deploy(cx, &self.host, remote).await?;
         self.copy_files(remote, cmd_t).await
+    }
+
+    /// How the original state booted, once known.
+    fn original(&self) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen[1].clone()
     }
 
     /// Records in the ledger's boot restore which boot a reboot is leaving.
@@ -171,9 +224,15 @@ pub(super) async fn toggled(
         restore: restore.clone(),
         work: work.clone(),
         other: cx.work_of(&reverted),
-        current: Mutex::new(Role::Candidate),
+        current: Mutex::new(Some(Role::Candidate)),
+        seen: Mutex::new([None, None]),
         boots: Mutex::new(0),
     };
+    if t.by == ToggleBy::Boot {
+        // The original boot, as every later boot back into it must come up.
+        let log = cx.rd.host(host.role).logs().join("boot-0.log");
+        tg.same_as_before(Role::Candidate, boot::identity(remote).await?, &log)?;
+    }
     if t.by == ToggleBy::Command {
         // From here on teardown puts the state back if the run is cut short.
         with_ledger(cx.ledger, |l| {
@@ -236,6 +295,7 @@ pub(super) async fn toggled(
             ToggleBy::Boot => Restore::Boot {
                 hook: restore.clone(),
                 leaving: None,
+                expect: None,
             },
         };
         e.context(format!(
@@ -274,4 +334,74 @@ fn record_reverted(cx: &RunCtx<'_>, reverted: &Host, t: &StateToggle) -> Result<
     });
     rec.hosts.sort_by_key(|h| h.role);
     write_json(&cx.rd.hosts_json(), &rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::remote::ConnectSpec;
+    use crate::model::{Become, ProviderKind};
+
+    fn toggler() -> Toggler {
+        let host = Host {
+            role: Role::Candidate,
+            provider: ProviderKind::Ssh,
+            address: "box".into(),
+            connect: ConnectSpec {
+                role: Role::Candidate,
+                destination: "admin@box".into(),
+                port: None,
+                user: None,
+                keyfile: None,
+                known_hosts_file: None,
+                accept_new: false,
+                control_dir: "/tmp".into(),
+                connect_timeout: Duration::from_secs(5),
+                retry_for: Duration::from_secs(10),
+                become_: Become::No,
+            },
+            work_dir: "/tmp".into(),
+        };
+        Toggler {
+            by: ToggleBy::Boot,
+            item: "cmdline.slub_debug".into(),
+            host,
+            apply: "boot-into -slub_debug".into(),
+            restore: "boot-into".into(),
+            work: "/tmp/w".into(),
+            other: "/tmp/o".into(),
+            current: Mutex::new(Some(Role::Candidate)),
+            seen: Mutex::new([None, None]),
+            boots: Mutex::new(0),
+        }
+    }
+
+    /// The first boot of a state is remembered; a later boot into it must come up
+    /// the same, or the run stops naming the hook and both boots.
+    #[test]
+    fn every_boot_of_a_state_comes_up_as_its_first() {
+        let t = toggler();
+        let log = std::path::Path::new("boot-3.log");
+        let original = "6.1.0-57 #1 SMP console=ttyS0 slub_debug=FZPU";
+        let reverted = "6.1.0-57 #1 SMP console=ttyS0";
+        t.same_as_before(Role::Candidate, original.into(), log)
+            .unwrap();
+        t.same_as_before(Role::Baseline, reverted.into(), log)
+            .unwrap();
+        assert_eq!(t.original().as_deref(), Some(original));
+        t.same_as_before(Role::Baseline, reverted.into(), log)
+            .unwrap();
+        // A restore hook that rebuilt the command line from the reverted boot.
+        let e = t
+            .same_as_before(Role::Candidate, reverted.into(), log)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("hosts.candidate.boot")
+                && e.contains("original state")
+                && e.contains("slub_debug=FZPU")
+                && e.contains("boot-3.log"),
+            "{e}"
+        );
+    }
 }
