@@ -161,6 +161,31 @@ fn kexec_hook(g: &Guest) -> String {
     )
 }
 
+/// The only verify run under `out`: made `how`, with an `applied` entry that
+/// `applied` accepts. Returns its folder.
+fn verified(out: &Path, how: &str, applied: impl Fn(&str) -> bool) -> PathBuf {
+    let vdir = only_run_dir(out);
+    let v = read_json(&vdir.join("verify.json"));
+    assert_eq!(v["how"], how, "{v}");
+    assert!(
+        v["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a.as_str().is_some_and(&applied)),
+        "{v}"
+    );
+    vdir
+}
+
+/// The kernel command line a role of verify run `vdir` had, from its facts.
+fn facts_cmdline(vdir: &Path, role: &str) -> String {
+    read_json(&vdir.join("hosts").join(role).join("facts.json"))["cmdline"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn ssh_playbook(
     dir: &Path,
     g: &[Guest],
@@ -347,25 +372,11 @@ fn ssh_provider_as_a_sudo_user_on_debian_guests() {
     );
     let o = said(verify().arg("--resume"));
     assert!(matches!(o.code, Some(0..=2)), "{}\n{}", o.stdout, o.stderr);
-    let vdir = only_run_dir(&vout);
-    let v = read_json(&vdir.join("verify.json"));
-    assert_eq!(v["how"], "boot", "{v}");
-    assert!(
-        v["applied"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a == "cmdline.slub_debug: FZPU → (absent)"),
-        "{v}"
-    );
-    let facts_cmdline = |role: &str| {
-        read_json(&vdir.join("hosts").join(role).join("facts.json"))["cmdline"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(!facts_cmdline("baseline").contains("slub_debug"));
-    assert!(facts_cmdline("candidate").contains("slub_debug=FZPU"));
+    let vdir = verified(&vout, "boot", |a| {
+        a == "cmdline.slub_debug: FZPU → (absent)"
+    });
+    assert!(!facts_cmdline(&vdir, "baseline").contains("slub_debug"));
+    assert!(facts_cmdline(&vdir, "candidate").contains("slub_debug=FZPU"));
     let rec = read_json(&vdir.join("run.json"));
     assert_eq!(rec["status"], "ok", "{rec}");
     assert_eq!(rec["resumes"].as_array().map(Vec::len), Some(1), "{rec}");
@@ -503,25 +514,14 @@ fn ec2_example_on_command_hosts_through_a_reboot_and_a_resume() {
             .arg(&run),
     );
     assert!(matches!(o.code, Some(0..=2)), "{}\n{}", o.stdout, o.stderr);
-    let vdir = only_run_dir(&run.join("verify"));
-    let v = read_json(&vdir.join("verify.json"));
-    assert_eq!(v["how"], "command", "{v}");
-    assert!(
-        v["applied"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a.as_str().unwrap().starts_with("cmdline.slub_debug")),
-        "{v}"
-    );
+    let vdir = verified(&run.join("verify"), "command", |a| {
+        a.starts_with("cmdline.slub_debug")
+    });
     let up = std::fs::read_to_string(vdir.join("hosts/baseline/logs/up.log")).unwrap_or_default();
-    let cmdline = |role: &str| {
-        read_json(&vdir.join("hosts").join(role).join("facts.json"))["cmdline"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(!cmdline("baseline").contains("slub_debug"), "{up}");
-    assert!(cmdline("candidate").contains("slub_debug=FZPU"));
+    assert!(
+        !facts_cmdline(&vdir, "baseline").contains("slub_debug"),
+        "{up}"
+    );
+    assert!(facts_cmdline(&vdir, "candidate").contains("slub_debug=FZPU"));
     all_down(&vdir, &["baseline", "candidate"], &mut ids);
 }
